@@ -1,0 +1,36 @@
+# The two commands a newcomer needs:  `make run`  and  `make test`.
+# Both create .venv with the system python3 and install what they need into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.kiln-installed
+
+.PHONY: run test lint bench venv clean
+
+$(STAMP): engine/pyproject.toml server/pyproject.toml client/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e "engine[test,demo]" -e server -e client
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Kiln's main job (until the server lands: an engine training demo on scikit-learn's digits)
+run: $(STAMP)
+	$(PY) -m kiln_engine.demo
+
+## Every test: lint, then the whole suite. PyTorch-oracle tests run when torch is installed
+## (.ci/run installs it): `$(PY) -m pip install torch==2.13.0`.
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/engine_step.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

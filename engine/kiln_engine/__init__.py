@@ -1,0 +1,40 @@
+"""kiln_engine: Flux's explicit training API in Python, on NumPy (CPU) or CuPy (GPU).
+
+    from kiln_engine import Chain, Dense, relu, losses, withgradient
+    model = Chain(Dense(4, 16, relu), Dense(16, 3))
+    val, grads = withgradient(lambda m: losses.logitcrossentropy(m(x), y), model)
+"""
+
+from . import activations, init, random
+from ._backend import DeviceError
+from ._grad import GradientError, gradient, withgradient
+from ._tree import Layers, PathError, Tangent, getpath, leaves, params, paths
+from .activations import (
+    celu,
+    elu,
+    gelu,
+    hardsigmoid,
+    hardtanh,
+    identity,
+    leakyrelu,
+    logsigmoid,
+    logsoftmax,
+    relu,
+    relu6,
+    selu,
+    sigmoid,
+    softmax,
+    softplus,
+    softsign,
+    swish,
+    tanh,
+)
+from .layers import Chain, Dense, Layer, ShapeError
+
+__all__ = [
+    "Chain", "Dense", "DeviceError", "GradientError", "Layer", "Layers", "PathError",
+    "ShapeError", "Tangent", "activations", "celu", "elu", "gelu", "getpath", "gradient",
+    "hardsigmoid", "hardtanh", "identity", "init", "leakyrelu", "leaves", "logsigmoid",
+    "logsoftmax", "params", "paths", "random", "relu", "relu6", "selu", "sigmoid", "softmax",
+    "softplus", "softsign", "swish", "tanh", "withgradient",
+]

@@ -1,0 +1,284 @@
+"""Models, gradients and optimiser state are trees; this module walks them.
+
+A tree is made of nodes (subclasses of :class:`Node`: layers, the ``Layers`` container
+of a Chain, gradient ``Tangent`` records), tuples, lists and dicts, with arrays at the
+leaves. A node's children are its fields that hold arrays or other trees; every other
+field (sizes, activation functions, flags) is configuration. One set of helpers here
+serves gradients, optimiser state, device moves, serialisation and path lookup.
+
+Paths are dotted strings: ``layers.enc``, ``layers.0.weight``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ._tape import Tracked
+
+__all__ = [
+    "Layers",
+    "Node",
+    "PathError",
+    "Tangent",
+    "children",
+    "getpath",
+    "is_array",
+    "is_tree",
+    "leaves",
+    "map_arrays",
+    "params",
+    "paths",
+]
+
+
+def is_array(x: Any) -> bool:
+    """True for numpy arrays, cupy arrays and arrays tracked by an active gradient."""
+    return isinstance(x, (np.ndarray, Tracked)) or type(x).__module__.startswith("cupy")
+
+
+def is_tree(x: Any) -> bool:
+    """True where ``x`` holds at least one array (so it is a child, not configuration)."""
+    if is_array(x) or isinstance(x, Node):
+        return True
+    if type(x) in (tuple, list):
+        return any(is_tree(e) for e in x)
+    if type(x) is dict:
+        return any(is_tree(e) for e in x.values())
+    return False
+
+
+class Node:
+    """Base of every tree node. Fields holding arrays or trees are children."""
+
+    #: Array fields that carry state but are not trained (BatchNorm's running statistics).
+    nontrainable: ClassVar[frozenset[str]] = frozenset()
+
+    def _children(self) -> list[tuple[str, Any]]:
+        return [(k, v) for k, v in vars(self).items() if is_tree(v)]
+
+    def _replace(self, new: dict[str, Any]) -> Node:
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.__dict__.update(new)
+        return clone
+
+
+class Layers(Node):
+    """The sequence inside a Chain or Parallel: indexed by position, and by name when named."""
+
+    def __init__(self, items: tuple | list, names: tuple[str, ...] | None = None) -> None:
+        self.__dict__["_items"] = tuple(items)
+        self.__dict__["_names"] = tuple(names) if names is not None else None
+
+    def _children(self) -> list[tuple[str, Any]]:
+        keys = self._names or [str(i) for i in range(len(self._items))]
+        return list(zip(keys, self._items))
+
+    def _replace(self, new: dict[str, Any]) -> Layers:
+        keys = [k for k, _ in self._children()]
+        items = [new.get(k, item) for k, item in zip(keys, self._items)]
+        return Layers(items, self._names)
+
+    @property
+    def names(self) -> tuple[str, ...] | None:
+        """The names of a named sequence, else None."""
+        return self._names
+
+    def __getitem__(self, key: int | str | slice) -> Any:
+        if isinstance(key, str):
+            return self.__getattr__(key)
+        if isinstance(key, slice):
+            names = self._names[key] if self._names else None
+            return Layers(self._items[key], names)
+        return self._items[key]
+
+    def __getattr__(self, name: str) -> Any:
+        names = self.__dict__.get("_names")
+        if names and name in names:
+            return self._items[names.index(name)]
+        raise AttributeError(
+            f"no layer named {name!r}; names are {list(names) if names else 'positional only'}"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Layers is immutable; build a new Chain instead")
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Layers)
+            and self._names == other._names
+            and len(self._items) == len(other._items)
+            and all(a is b or a == b for a, b in zip(self._items, other._items))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        if self._names:
+            inner = ", ".join(f"{n}={v!r}" for n, v in zip(self._names, self._items))
+        else:
+            inner = ", ".join(repr(v) for v in self._items)
+        return f"Layers({inner})"
+
+
+class Tangent(Node):
+    """The gradient of a layer: the layer's children by name, None where nothing flowed."""
+
+    def __init__(self, kind: str, fields: dict[str, Any]) -> None:
+        self.__dict__["_kind"] = kind
+        self.__dict__["_fields"] = dict(fields)
+
+    def _children(self) -> list[tuple[str, Any]]:
+        return list(self._fields.items())
+
+    def _replace(self, new: dict[str, Any]) -> Tangent:
+        return Tangent(self._kind, {**self._fields, **new})
+
+    def __getattr__(self, name: str) -> Any:
+        fields = self.__dict__["_fields"]
+        if name in fields:
+            return fields[name]
+        raise AttributeError(
+            f"the gradient of a {self._kind} has no field {name!r}; it has {list(fields)}"
+        )
+
+    def __getitem__(self, name: str) -> Any:
+        return self.__getattr__(name)
+
+    def keys(self) -> list[str]:
+        """Field names, in the layer's order."""
+        return list(self._fields)
+
+    def __repr__(self) -> str:
+        def short(v: Any) -> str:
+            return f"array{tuple(v.shape)}" if is_array(v) else repr(v)
+
+        inner = ", ".join(f"{k}={short(v)}" for k, v in self._fields.items())
+        return f"Tangent[{self._kind}]({inner})"
+
+
+def children(tree: Any) -> list[tuple[str, Any]]:
+    """The (key, child) pairs of a tree node, tuple, list or dict; [] for a leaf."""
+    if isinstance(tree, Node):
+        return tree._children()
+    t = type(tree)
+    if t is tuple or t is list:
+        return [(str(i), v) for i, v in enumerate(tree) if is_tree(v)]
+    if t is dict:
+        return [(str(k), v) for k, v in tree.items() if is_tree(v)]
+    return []
+
+
+def _rebuild(tree: Any, new: dict[str, Any]) -> Any:
+    if isinstance(tree, Node):
+        return tree._replace(new)
+    t = type(tree)
+    if t is tuple or t is list:
+        return t(new.get(str(i), v) for i, v in enumerate(tree))
+    return {k: new.get(str(k), v) for k, v in tree.items()}
+
+
+def _is_trainable(parent: Any, key: str) -> bool:
+    return not (isinstance(parent, Node) and key in type(parent).nontrainable)
+
+
+def leaves(tree: Any, *, trainable: bool = True, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every array in ``tree`` with its dotted path, depth first in field order.
+
+    With ``trainable=True`` the non-trainable fields (running statistics) are left out.
+    A tied array appears once per place it is used.
+    """
+    if is_array(tree):
+        return [(prefix, tree)]
+    out: list[tuple[str, Any]] = []
+    for key, child in children(tree):
+        if trainable and not _is_trainable(tree, key):
+            continue
+        out.extend(leaves(child, trainable=trainable, prefix=f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def params(tree: Any) -> list[Any]:
+    """The trainable arrays of a model, each once (tied arrays are not repeated).
+
+    Inside ``gradient`` these are the tracked arrays, so a penalty such as
+    ``sum((p ** 2).sum() for p in params(m))`` is differentiated.
+    """
+    seen: set[int] = set()
+    out = []
+    for _, x in leaves(tree):
+        if id(x) not in seen:
+            seen.add(id(x))
+            out.append(x)
+    return out
+
+
+def map_arrays(fn: Callable[[Any], Any], tree: Any, *, trainable: bool = True) -> Any:
+    """A copy of ``tree`` with every array replaced by ``fn(array)``; the original is untouched.
+
+    An array that appears in several places (tied weights) is mapped once and the result
+    shared. With ``trainable=True`` non-trainable fields keep the very same array object.
+    """
+    cache: dict[int, Any] = {}
+
+    def go(node: Any) -> Any:
+        if is_array(node):
+            key = id(node)
+            if key not in cache:
+                cache[key] = fn(node)
+            return cache[key]
+        kids = children(node)
+        if not kids:
+            return node
+        new = {k: go(c) for k, c in kids if not trainable or _is_trainable(node, k)}
+        return _rebuild(node, new)
+
+    return go(tree)
+
+
+def paths(tree: Any, *, prefix: str = "") -> list[str]:
+    """Every subtree's dotted path, parents before children (the root is '')."""
+    out = [prefix]
+    for key, child in children(tree):
+        out.extend(paths(child, prefix=f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+class PathError(KeyError):
+    """A dotted path that names nothing in the tree; the message names the nearest valid ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def getpath(tree: Any, path: str) -> Any:
+    """The subtree at a dotted path (``''`` is the whole tree)."""
+    if not isinstance(path, str):
+        raise PathError(f"a path must be a dotted string such as 'layers.0.weight'; got {path!r}")
+    node = tree
+    if path == "":
+        return node
+    walked = []
+    for part in path.split("."):
+        found = dict(children(node))
+        if part not in found:
+            valid = [p for p in paths(tree) if p]
+            near = difflib.get_close_matches(path, valid, n=3, cutoff=0.5)
+            here = ".".join(walked) or "the root"
+            hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+            raise PathError(
+                f"no subtree at path {path!r}: {here} has children {sorted(found) or 'none'}{hint}"
+            )
+        node = found[part]
+        walked.append(part)
+    return node

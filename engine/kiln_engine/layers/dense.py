@@ -1,0 +1,104 @@
+"""Dense: y = activation(x @ weight.T + bias), one fused primitive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._backend import array_module
+from .._ops import data
+from .._tape import Tracked, record
+from ..activations import FUSABLE, identity, relu
+from ..init import glorot_uniform
+from ._base import Layer, check_input
+
+__all__ = ["Dense", "dense"]
+
+_UNFUSED = object()
+
+
+def dense(x: Any, weight: Any, bias: Any, activation: Callable = identity) -> Any:
+    """``activation(x @ weight.T + bias)`` over the last axis of ``x``, as one tape node.
+
+    The matmul, the bias and an activation in ``FUSABLE`` share one node, whose vjp
+    takes the activation's derivative from the output: no pre-activation is kept.
+    """
+    xd, wd = data(x), data(weight)
+    bd = None if bias is None else data(bias)
+    y = xd @ wd.T
+    if bd is not None:
+        y += bd
+    xp = array_module(y)
+    dact = FUSABLE.get(activation, _UNFUSED)
+    if dact is _UNFUSED:
+        return activation(_affine(x, weight, bias, y, None))
+    if activation is relu:
+        xp.maximum(y, 0, out=y)
+    elif activation is not identity:
+        y = activation(y)
+    if x.__class__ is not Tracked and weight.__class__ is not Tracked \
+            and bias.__class__ is not Tracked:
+        return y
+    return _affine(x, weight, bias, y, dact)
+
+
+def _affine(x: Any, weight: Any, bias: Any, y: Any, dact: Callable | None) -> Any:
+    xd, wd = data(x), data(weight)
+    xp = array_module(y)
+    tx, tw, tb = x.__class__ is Tracked, weight.__class__ is Tracked, bias.__class__ is Tracked
+
+    def vjp(g: Any) -> tuple:
+        if dact is not None:
+            g = dact(xp, y, g)
+        n_out = wd.shape[0]
+        g2 = g.reshape(-1, n_out)
+        gx = (g @ wd) if tx else None
+        gw = (g2.T @ xd.reshape(-1, wd.shape[1])) if tw else None
+        gb = g2.sum(axis=0) if tb else None
+        return gx, gw, gb
+
+    if not (tx or tw or tb):
+        return y
+    return record(y, (x, weight, bias), vjp)
+
+
+class Dense(Layer):
+    """``Dense(in, out, activation=identity, *, bias=True, init=glorot_uniform)``.
+
+    Holds ``weight`` of shape (out, in) and ``bias`` of shape (out,) (None without bias);
+    maps input (..., in) to (..., out). Input of another float dtype is cast to the
+    weight's dtype, as Flux does.
+    """
+
+    def __init__(self, in_: int, out: int, activation: Callable = identity, *, bias: bool = True,
+                 init: Callable = glorot_uniform, dtype: Any = np.float32,
+                 rng: np.random.Generator | None = None) -> None:
+        for name, v in (("in", in_), ("out", out)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"Dense: {name} must be a positive integer; got {v!r}")
+        if not callable(activation):
+            raise ValueError(f"Dense: activation must be callable; got {activation!r}")
+        self.weight = init(out, in_, rng=rng, dtype=dtype)
+        self.bias = np.zeros(out, dtype=dtype) if bias else None
+        self.activation = activation
+
+    @property
+    def in_features(self) -> int:
+        return data(self.weight).shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return data(self.weight).shape[0]
+
+    def __call__(self, x: Any) -> Any:
+        x = check_input(self, x, ndim=(1, 2, 3, 4), features=self.in_features, axis=-1,
+                        like=data(self.weight), what=f"input (..., {self.in_features})")
+        return dense(x, self.weight, self.bias, self.activation)
+
+    def __repr__(self) -> str:
+        name = getattr(self.activation, "__name__", repr(self.activation))
+        act = "" if self.activation is identity else f", {name}"
+        nob = "" if self.bias is not None else ", bias=False"
+        return f"Dense({self.in_features} => {self.out_features}{act}{nob})"
