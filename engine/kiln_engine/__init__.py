@@ -5,9 +5,10 @@
     val, grads = withgradient(lambda m: losses.logitcrossentropy(m(x), y), model)
 """
 
-from . import activations, init, random
+from . import activations, init, losses, random
 from ._backend import DeviceError
 from ._grad import GradientError, gradient, withgradient
+from ._onehot import onecold, onehot
 from ._tree import Layers, PathError, Tangent, getpath, leaves, params, paths
 from .activations import (
     celu,
@@ -30,11 +31,26 @@ from .activations import (
     tanh,
 )
 from .layers import Chain, Dense, Layer, ShapeError
+from .optimisers import (
+    Adam,
+    Descent,
+    OptimiserChain,
+    adjust,
+    destructure,
+    freeze,
+    setup,
+    thaw,
+    trainables,
+    update,
+)
 
 __all__ = [
+    "Adam", "Descent", "OptimiserChain", "adjust", "destructure", "freeze", "setup", "thaw",
+    "trainables", "update",
     "Chain", "Dense", "DeviceError", "GradientError", "Layer", "Layers", "PathError",
     "ShapeError", "Tangent", "activations", "celu", "elu", "gelu", "getpath", "gradient",
     "hardsigmoid", "hardtanh", "identity", "init", "leakyrelu", "leaves", "logsigmoid",
-    "logsoftmax", "params", "paths", "random", "relu", "relu6", "selu", "sigmoid", "softmax",
+    "logsoftmax", "losses", "onecold", "onehot",
+    "params", "paths", "random", "relu", "relu6", "selu", "sigmoid", "softmax",
     "softplus", "softsign", "swish", "tanh", "withgradient",
 ]
