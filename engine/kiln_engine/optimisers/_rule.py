@@ -1,0 +1,181 @@
+"""The base of every optimisation rule, and the checks its hyper-parameters pass.
+
+A rule is an immutable record of hyper-parameters (a frozen dataclass) with two methods,
+as in Optimisers.jl: ``init(x) -> state`` makes the state for one parameter array, and
+``apply(state, x, dx) -> (state, dx)`` turns a gradient into the step that is subtracted
+from ``x``. ``apply`` may update the state's arrays in place but never ``x`` or ``dx``.
+A step of None means "no update this time" (AccumGrad between accumulations).
+
+Every hyper-parameter is checked by name through :data:`CHECKS`, so the constructor,
+``adjust`` and the JSON specs all refuse the same bad values with the same words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["CHECKS", "HyperError", "Rule", "cast", "cast_eps"]
+
+
+class HyperError(ValueError):
+    """A hyper-parameter value out of range; the message reads after the field's name."""
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise HyperError(f"must be a number; got {v!r}")
+    v = float(v)
+    if math.isnan(v):
+        raise HyperError("must be a number; got nan")
+    return v
+
+
+def _finite(v: Any) -> float:
+    v = _number(v)
+    if not math.isfinite(v):
+        raise HyperError(f"must be finite; got {v!r}")
+    return v
+
+
+def nonnegative(v: Any) -> float:
+    """A finite number >= 0 (learning rates, epsilons, decay strengths)."""
+    v = _finite(v)
+    if v < 0:
+        raise HyperError(f"must be >= 0; got {v!r}")
+    return v
+
+
+def positive(v: Any) -> float:
+    """A finite number > 0 (clipping thresholds)."""
+    v = _finite(v)
+    if v <= 0:
+        raise HyperError(f"must be > 0; got {v!r}")
+    return v
+
+
+def decay(v: Any) -> float:
+    """A decay factor in [0, 1)."""
+    v = _finite(v)
+    if not 0 <= v < 1:
+        raise HyperError(f"must be in [0, 1); got {v!r}")
+    return v
+
+
+def _pair(v: Any) -> tuple[Any, Any]:
+    if not isinstance(v, (tuple, list)) or len(v) != 2:
+        raise HyperError(f"must be a pair of numbers; got {v!r}")
+    return v[0], v[1]
+
+
+def betas(v: Any) -> tuple[float, float]:
+    """Two decay factors, each in [0, 1)."""
+    a, b = _pair(v)
+    try:
+        return decay(a), decay(b)
+    except HyperError as e:
+        raise HyperError(f"must be a pair of numbers in [0, 1); got {v!r} ({e})") from None
+
+
+def scales(v: Any) -> tuple[float, float]:
+    """Rprop's (decrease, increase) factors: 0 < decrease < 1 < increase."""
+    a, b = (_finite(e) for e in _pair(v))
+    if not (0 < a < 1 < b):
+        raise HyperError(f"must be (decrease, increase) with 0 < decrease < 1 < increase; "
+                         f"got {v!r}")
+    return a, b
+
+
+def bounds(v: Any) -> tuple[float, float]:
+    """Rprop's (smallest, largest) step: 0 <= smallest <= largest."""
+    a, b = (_finite(e) for e in _pair(v))
+    if not (0 <= a <= b):
+        raise HyperError(f"must be (smallest, largest) with 0 <= smallest <= largest; got {v!r}")
+    return a, b
+
+
+def pnorm(v: Any) -> float:
+    """The p of a p-norm: a number >= 1, or inf (the largest absolute value)."""
+    if v == "inf":
+        return math.inf
+    v = _number(v)
+    if v < 1:
+        raise HyperError(f"must be a number >= 1 or inf; got {v!r}")
+    return v
+
+
+def flag(v: Any) -> bool:
+    """True or False (numpy booleans allowed, integers not)."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise HyperError(f"must be true or false; got {v!r}")
+    return bool(v)
+
+
+def count(v: Any) -> int:
+    """An integer >= 1."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise HyperError(f"must be an integer >= 1; got {v!r}")
+    return int(v)
+
+
+#: The check for every hyper-parameter name used by a rule.
+CHECKS: dict[str, Callable[[Any], Any]] = {
+    "eta": nonnegative, "epsilon": nonnegative, "lambda_": nonnegative,
+    "rho": decay, "beta": betas, "ell": scales, "gamma": bounds,
+    "delta": positive, "omega": positive, "p": pnorm, "n": count,
+    "centred": flag, "couple": flag, "throw": flag,
+}
+
+
+def cast(x: Any, v: float) -> Any:
+    """The hyper-parameter ``v`` as a scalar of ``x``'s dtype, so float32 stays float32."""
+    return x.dtype.type(v)
+
+
+def cast_eps(x: Any, v: float) -> Any:
+    """An epsilon in ``x``'s dtype that float16 does not round to zero (as Optimisers.jl)."""
+    t = x.dtype.type
+    if x.dtype == np.float16 and v != 0:
+        return max(t(1e-7), t(v))
+    return t(v)
+
+
+class Rule:
+    """Base of every rule. Subclasses are ``@dataclass(frozen=True, repr=False)``.
+
+    ``fixed`` names fields that decide the state's layout, which ``adjust`` may not change.
+    """
+
+    fixed: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            try:
+                value = CHECKS[f.name](getattr(self, f.name))
+            except HyperError as e:
+                raise ValueError(f"{type(self).__name__}: {f.name} {e}") from None
+            object.__setattr__(self, f.name, value)
+
+    @classmethod
+    def hypernames(cls) -> tuple[str, ...]:
+        """The names of this rule's hyper-parameters, in constructor order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """``{name: value}`` for every hyper-parameter."""
+        return {name: getattr(self, name) for name in self.hypernames()}
+
+    def init(self, x: Any) -> Any:
+        """The state for parameter array ``x`` (None for a stateless rule)."""
+        return None
+
+    def apply(self, state: Any, x: Any, dx: Any) -> tuple[Any, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({inner})"
