@@ -43,22 +43,8 @@ from .optimisers import (
     trainables,
     update,
 )
-from .optimisers import (
-    Adam,
-    Descent,
-    OptimiserChain,
-    adjust,
-    destructure,
-    freeze,
-    setup,
-    thaw,
-    trainables,
-    update,
-)
 
 __all__ = [
-    "Adam", "Descent", "OptimiserChain", "adjust", "destructure", "freeze", "setup", "thaw",
-    "trainables", "update",
     "Adam", "Descent", "OptimiserChain", "adjust", "destructure", "freeze", "setup", "thaw",
     "trainables", "update",
     "Chain", "Dense", "DeviceError", "GradientError", "Layer", "Layers", "PathError",
