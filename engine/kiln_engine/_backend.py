@@ -34,6 +34,8 @@ def cupy_or_none() -> Any:
 
 def array_module(x: Any) -> Any:
     """numpy or cupy, whichever owns ``x`` (numpy for anything that is not a cupy array)."""
+    if type(x) is np.ndarray:
+        return np
     if type(x).__module__.startswith("cupy"):
         import cupy
 

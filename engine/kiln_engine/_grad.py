@@ -10,7 +10,8 @@ import numpy as np
 from . import _dispatch  # noqa: F401  (gives Tracked its operators)
 from ._backend import array_module
 from ._tape import Tracked, backprop, recording
-from ._tree import Layers, Node, Tangent, _is_trainable, children, is_array, map_arrays
+from ._trace import build_gradient, trace_model
+from ._tree import Node, children, is_array, map_arrays
 
 __all__ = ["GradientError", "gradient", "withgradient"]
 
@@ -19,58 +20,33 @@ class GradientError(ValueError):
     """``gradient`` was called with a function or arguments it cannot differentiate."""
 
 
-def _is_float_array(x: Any) -> bool:
-    return is_array(x) and x.dtype.kind in "fc"
-
-
-def _leaf(x: Any) -> Any:
-    return Tracked(x) if x.dtype.kind in "fc" else x
-
-
-def _track(arg: Any) -> Any:
-    """Wrap every differentiable array in ``arg`` (an array, a float, a model or a container)."""
+def _track(arg: Any) -> tuple[Any, Callable[[], Any], Callable[[], None]]:
+    """``(tracked argument, gradient builder, release)`` for one argument of ``f``."""
     if isinstance(arg, Tracked):
         raise GradientError("nested gradient() calls are not supported (no higher-order "
                             "gradients): an argument is already being differentiated")
+    if isinstance(arg, Node):
+        return trace_model(arg)
     if is_array(arg):
-        return _leaf(arg)
+        if arg.dtype.kind not in "fc":
+            return arg, _none, _noop
+        leaf = Tracked(arg)
+        return leaf, lambda: build_gradient(leaf), _noop
     if isinstance(arg, float):
-        return Tracked(np.float64(arg))
+        leaf = Tracked(np.float64(arg))
+        return leaf, lambda: None if leaf.grad is None else float(leaf.grad), _noop
     if children(arg):
-        return map_arrays(lambda x: _leaf(x) if not isinstance(x, Tracked) else x, arg)
-    return arg
+        tracked = map_arrays(lambda x: Tracked(x) if x.dtype.kind in "fc" else x, arg)
+        return tracked, lambda: build_gradient(tracked), _noop
+    return arg, _none, _noop
 
 
-def _grad_of(t: Any) -> Any:
-    g = t.grad
-    if g is None:
-        return None
-    return array_module(g).asarray(g) if g.ndim == 0 else g
+def _none() -> None:
+    return None
 
 
-def _collect(original: Any, tracked: Any) -> Any:
-    """The gradient tree for one argument, shaped like it; None where nothing flowed."""
-    if isinstance(tracked, Tracked):
-        g = _grad_of(tracked)
-        if isinstance(original, float):
-            return None if g is None else float(g)
-        return g
-    kids = children(tracked)
-    if not kids:
-        return None
-    grads = {
-        k: (_collect(None, c) if _is_trainable(tracked, k) else None) for k, c in kids
-    }
-    if all(g is None for g in grads.values()):
-        return None
-    if isinstance(tracked, Layers):
-        return Layers([grads[k] for k, _ in kids], tracked.names)
-    if isinstance(tracked, Node):
-        return Tangent(type(tracked).__name__, grads)
-    t = type(tracked)
-    if t is dict:
-        return {k: grads.get(str(k)) for k in tracked}
-    return t(grads.get(str(i)) for i in range(len(tracked)))
+def _noop() -> None:
+    pass
 
 
 def _scalar_root(out: Any) -> Any:
@@ -101,15 +77,18 @@ def withgradient(f: Callable[..., Any], *args: Any) -> tuple[Any, tuple]:
     """
     if not callable(f):
         raise GradientError(f"gradient(f, ...): f must be callable; got {type(f).__name__}")
-    with recording() as tape:
-        tracked = [_track(a) for a in args]
-        out = f(*tracked)
-    value = _scalar_root(out)
-    if isinstance(out, Tracked):
-        d = out.data
-        seed = array_module(d).ones(d.shape, dtype=d.dtype)
-        backprop(tape, out, seed)
-    grads = tuple(_collect(a, t) for a, t in zip(args, tracked))
+    traced = [_track(a) for a in args]
+    try:
+        with recording() as tape:
+            out = f(*[t[0] for t in traced])
+        value = _scalar_root(out)
+        if isinstance(out, Tracked):
+            d = out.data
+            backprop(tape, out, array_module(d).ones(d.shape, dtype=d.dtype))
+        grads = tuple(build() for _, build, _ in traced)
+    finally:
+        for _, _, release in traced:
+            release()
     if is_array(value):
         value = value.reshape(())[()] if array_module(value) is np else value.reshape(())
     return value, grads

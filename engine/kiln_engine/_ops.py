@@ -229,14 +229,18 @@ def _norm_axis(axis: Any, ndim: int) -> tuple[int, ...]:
     return tuple(a % ndim for a in axis)
 
 
+def _grad_shape(shape: tuple, axis: Any, keepdims: bool) -> tuple | None:
+    """The shape a reduced gradient takes to broadcast back over ``shape`` (None: as is)."""
+    if keepdims or axis is None:
+        return None
+    axes = _norm_axis(axis, len(shape))
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
 def _expand_back(g: Any, shape: tuple, axis: Any, keepdims: bool) -> Any:
     """Give a reduced gradient back the reduced axes so it broadcasts over the input."""
-    if keepdims or g.ndim == len(shape):
-        return g
-    xp = array_module(g)
-    for a in sorted(_norm_axis(axis, len(shape))):
-        g = xp.expand_dims(g, a)
-    return g
+    gshape = _grad_shape(shape, axis, keepdims)
+    return g if gshape is None else g.reshape(gshape)
 
 
 def sum_(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
@@ -245,10 +249,11 @@ def sum_(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     if x.__class__ is not _T:
         return out
     shape = xd.shape
+    gshape = _grad_shape(shape, axis, keepdims)
     xp = array_module(xd)
-    return record(
-        out, (x,), lambda g: (xp.broadcast_to(_expand_back(g, shape, axis, keepdims), shape),)
-    )
+    if gshape is None:
+        return record(out, (x,), lambda g: (xp.broadcast_to(g, shape),))
+    return record(out, (x,), lambda g: (xp.broadcast_to(g.reshape(gshape), shape),))
 
 
 def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
@@ -257,15 +262,12 @@ def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     if x.__class__ is not _T:
         return out
     shape = xd.shape
-    n = 1
-    for a in _norm_axis(axis, xd.ndim):
-        n *= shape[a]
+    n = xd.size // max(out.size, 1) if xd.size else 1
+    gshape = _grad_shape(shape, axis, keepdims)
     xp = array_module(xd)
-    return record(
-        out,
-        (x,),
-        lambda g: (xp.broadcast_to(_expand_back(g, shape, axis, keepdims) / n, shape),),
-    )
+    if gshape is None:
+        return record(out, (x,), lambda g: (xp.broadcast_to(g / n, shape),))
+    return record(out, (x,), lambda g: (xp.broadcast_to(g.reshape(gshape) / n, shape),))
 
 
 def _extreme(name: str) -> Any:

@@ -35,20 +35,31 @@ __all__ = [
 ]
 
 
+# Exact types checked first: tree walks run on every gradient call, so the common case
+# must cost one set lookup. Subclasses (np.memmap) and cupy arrays take the slow path.
+_ARRAY_TYPES = {np.ndarray, Tracked}
+# Field types that are always configuration, never a subtree.
+_CONFIG_TYPES = {int, float, str, bool, type(None), type(len), type(lambda: 0), np.ufunc}
+
+
 def is_array(x: Any) -> bool:
     """True for numpy arrays, cupy arrays and arrays tracked by an active gradient."""
-    return isinstance(x, (np.ndarray, Tracked)) or type(x).__module__.startswith("cupy")
+    t = type(x)
+    return t in _ARRAY_TYPES or isinstance(x, np.ndarray) or t.__module__.startswith("cupy")
 
 
 def is_tree(x: Any) -> bool:
     """True where ``x`` holds at least one array (so it is a child, not configuration)."""
-    if is_array(x) or isinstance(x, Node):
+    t = type(x)
+    if t in _ARRAY_TYPES or isinstance(x, Node):
         return True
-    if type(x) in (tuple, list):
+    if t in _CONFIG_TYPES:
+        return False
+    if t is tuple or t is list:
         return any(is_tree(e) for e in x)
-    if type(x) is dict:
+    if t is dict:
         return any(is_tree(e) for e in x.values())
-    return False
+    return is_array(x)
 
 
 class Node:
@@ -58,7 +69,8 @@ class Node:
     nontrainable: ClassVar[frozenset[str]] = frozenset()
 
     def _children(self) -> list[tuple[str, Any]]:
-        return [(k, v) for k, v in vars(self).items() if is_tree(v)]
+        return [(k, v) for k, v in self.__dict__.items()
+                if type(v) in _ARRAY_TYPES or (type(v) not in _CONFIG_TYPES and is_tree(v))]
 
     def _replace(self, new: dict[str, Any]) -> Node:
         clone = object.__new__(type(self))
@@ -79,9 +91,11 @@ class Layers(Node):
         return list(zip(keys, self._items))
 
     def _replace(self, new: dict[str, Any]) -> Layers:
-        keys = [k for k, _ in self._children()]
-        items = [new.get(k, item) for k, item in zip(keys, self._items)]
-        return Layers(items, self._names)
+        keys = self._names or [str(i) for i in range(len(self._items))]
+        clone = object.__new__(Layers)
+        clone.__dict__["_items"] = tuple(new.get(k, item) for k, item in zip(keys, self._items))
+        clone.__dict__["_names"] = self._names
+        return clone
 
     @property
     def names(self) -> tuple[str, ...] | None:
@@ -232,7 +246,7 @@ def map_arrays(fn: Callable[[Any], Any], tree: Any, *, trainable: bool = True) -
     cache: dict[int, Any] = {}
 
     def go(node: Any) -> Any:
-        if is_array(node):
+        if type(node) in _ARRAY_TYPES or is_array(node):
             key = id(node)
             if key not in cache:
                 cache[key] = fn(node)
@@ -240,8 +254,8 @@ def map_arrays(fn: Callable[[Any], Any], tree: Any, *, trainable: bool = True) -
         kids = children(node)
         if not kids:
             return node
-        new = {k: go(c) for k, c in kids if not trainable or _is_trainable(node, k)}
-        return _rebuild(node, new)
+        skip = type(node).nontrainable if trainable and isinstance(node, Node) else ()
+        return _rebuild(node, {k: go(c) for k, c in kids if k not in skip})
 
     return go(tree)
 

@@ -93,8 +93,14 @@ class Dense(Layer):
         return data(self.weight).shape[0]
 
     def __call__(self, x: Any) -> Any:
-        x = check_input(self, x, ndim=(1, 2, 3, 4), features=self.in_features, axis=-1,
-                        like=data(self.weight), what=f"input (..., {self.in_features})")
+        w = data(self.weight)
+        d = data(x)
+        # Fast path: the checks a well-formed input passes; anything else gets the full
+        # validation, which casts or raises an error naming this layer.
+        if not (getattr(d, "dtype", None) == w.dtype and 1 <= d.ndim <= 4
+                and d.shape[-1] == w.shape[1]):
+            x = check_input(self, x, ndim=(1, 2, 3, 4), features=w.shape[1], axis=-1,
+                            like=w, what=f"input (..., {w.shape[1]})")
         return dense(x, self.weight, self.bias, self.activation)
 
     def __repr__(self) -> str:
