@@ -123,11 +123,11 @@ def celu(x: Any, alpha: float = 1.0) -> Any:
     """x where x > 0, else alpha * (exp(x / alpha) - 1)."""
     xd = data(x)
     xp = array_module(xd)
-    e = xp.exp(xp.minimum(xd, 0) / alpha)
-    y = xp.where(xd > 0, xd, alpha * (e - 1))
+    neg = alpha * xp.expm1(xp.minimum(xd, 0) / alpha)  # expm1: exact near 0, unlike exp - 1
+    y = xp.where(xd > 0, xd, neg)
     if x.__class__ is not Tracked:
         return y
-    return record(y, (x,), lambda g: (xp.where(xd > 0, g, g * e),))
+    return record(y, (x,), lambda g: (xp.where(xd > 0, g, g * (neg / alpha + 1)),))
 
 
 def selu(x: Any) -> Any:
