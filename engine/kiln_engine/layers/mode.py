@@ -64,3 +64,8 @@ def testmode(model: Any, mode: bool | None = True) -> Any:
     _check_mode(mode, "testmode")
     _set_active(model, None if mode is None else not mode)
     return model
+
+
+# A name starting with "test" would be collected by pytest from any test module that
+# imports it; this marks it as not a test.
+testmode.__test__ = False  # type: ignore[attr-defined]
