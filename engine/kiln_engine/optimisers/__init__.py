@@ -5,15 +5,77 @@
     update(opt_state, model, grads)          # in place
     adjust(opt_state.layers.enc, 1e-4)       # steer a subtree mid-run
     freeze(opt_state.layers.enc); thaw(opt_state)
+
+A rule holds only hyper-parameters (``init(x) -> state``, ``apply(state, x, dx) ->
+(state, step)``); the state tree holds a mutable :class:`Leaf` per parameter array.
 """
 
+from ._rule import Rule
 from .adjust import adjust, freeze, thaw
 from .chain import OptimiserChain
 from .destructure import Restructure, destructure, trainables
-from .interface import Leaf, StateTree, setup, update
-from .rules import Adam, Descent
+from .interface import Leaf, StateTree, leaves_of, setup, update
+from .modifiers import AccumGrad, ClipGrad, ClipNorm, NonFiniteError, SignDecay, WeightDecay
+from .rules import (
+    AdaBelief,
+    AdaDelta,
+    AdaGrad,
+    Adam,
+    AdaMax,
+    AdamW,
+    AMSGrad,
+    Descent,
+    Lion,
+    Momentum,
+    NAdam,
+    Nesterov,
+    OAdam,
+    RAdam,
+    RMSProp,
+    Rprop,
+)
+from .spec import RULES, rule_from_spec, rule_to_spec
+from .state_io import export_state, restore_state
 
 __all__ = [
-    "Adam", "Descent", "Leaf", "OptimiserChain", "Restructure", "StateTree", "adjust",
-    "destructure", "freeze", "setup", "thaw", "trainables", "update",
+    "RULES",
+    "AMSGrad",
+    "AccumGrad",
+    "AdaBelief",
+    "AdaDelta",
+    "AdaGrad",
+    "AdaMax",
+    "Adam",
+    "AdamW",
+    "ClipGrad",
+    "ClipNorm",
+    "Descent",
+    "Leaf",
+    "Lion",
+    "Momentum",
+    "NAdam",
+    "Nesterov",
+    "NonFiniteError",
+    "OAdam",
+    "OptimiserChain",
+    "RAdam",
+    "RMSProp",
+    "Restructure",
+    "Rprop",
+    "Rule",
+    "SignDecay",
+    "StateTree",
+    "WeightDecay",
+    "adjust",
+    "destructure",
+    "export_state",
+    "freeze",
+    "leaves_of",
+    "restore_state",
+    "rule_from_spec",
+    "rule_to_spec",
+    "setup",
+    "thaw",
+    "trainables",
+    "update",
 ]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .modifiers import NonFiniteError
+
 __all__ = ["step_all", "step_leaf"]
 
 
@@ -21,5 +23,9 @@ def step_leaf(leaf: Any, x: Any, g: Any) -> None:
 
 def step_all(entries: list[list]) -> None:
     """Step every ``[leaf, x, g, path]`` collected by ``update``."""
-    for leaf, x, g, _ in entries:
-        step_leaf(leaf, x, g)
+    for leaf, x, g, path in entries:
+        try:
+            step_leaf(leaf, x, g)
+        except NonFiniteError as e:
+            e.path = path
+            raise

@@ -4,18 +4,41 @@ Each rule holds only its hyper-parameters (checked on construction, cast to the
 parameter's dtype at every step) and follows Optimisers.jl's formula exactly; where
 PyTorch's rule of the same name differs, the docstring says how. ``x`` is the parameter
 array, ``dx`` its gradient; ``apply`` returns the step that ``update`` subtracts from ``x``.
-States hold arrays of ``x``'s dtype and scalars of it (running powers of beta) or ints.
+States hold arrays of ``x``'s dtype, scalars of it (running powers of beta) and ints.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from .._backend import array_module
 from ._rule import Rule, cast, cast_eps
 
-__all__ = ["Adam", "Descent"]
+__all__ = [
+    "AMSGrad", "AdaBelief", "AdaDelta", "AdaGrad", "AdaMax", "Adam", "AdamW", "Descent",
+    "Lion", "Momentum", "NAdam", "Nesterov", "OAdam", "RAdam", "RMSProp", "Rprop",
+]
+
+
+def _betas(rule: Any, x: Any) -> tuple[Any, Any]:
+    return cast(x, rule.beta[0]), cast(x, rule.beta[1])
+
+
+def _moments(rule: Any, x: Any) -> tuple:
+    """Adam's initial state ``(m, v, (b1, b2))``: zeros and the betas' first powers."""
+    xp = array_module(x)
+    return xp.zeros_like(x), xp.zeros_like(x), _betas(rule, x)
+
+
+def _update_moments(m: Any, v: Any, dx: Any, b1: Any, b2: Any) -> None:
+    """``m = b1 m + (1-b1) dx`` and ``v = b2 v + (1-b2) dx^2``, in place."""
+    m *= b1
+    m += (1 - b1) * dx
+    v *= b2
+    v += (1 - b2) * (dx * dx)
 
 
 @dataclass(frozen=True, repr=False)
@@ -29,13 +52,315 @@ class Descent(Rule):
 
 
 @dataclass(frozen=True, repr=False)
+class Momentum(Rule):
+    """``Momentum(eta=0.01, rho=0.9)``: heavy-ball momentum, ``v = rho v + eta dx``, step ``v``.
+
+    The velocity carries the learning rate, so after ``adjust(eta)`` the old velocity keeps
+    the old rate. torch.optim.SGD(momentum=rho) keeps ``buf = rho buf + dx`` and steps
+    ``lr * buf``: the same trajectory at a constant rate, not after a rate change.
+    """
+
+    eta: float = 0.01
+    rho: float = 0.9
+
+    def init(self, x: Any) -> Any:
+        return array_module(x).zeros_like(x)
+
+    def apply(self, state: Any, x: Any, dx: Any) -> tuple[Any, Any]:
+        eta, rho = cast(x, self.eta), cast(x, self.rho)
+        state *= rho
+        state += eta * dx
+        return state, state
+
+
+@dataclass(frozen=True, repr=False)
+class Nesterov(Rule):
+    """``Nesterov(eta=0.001, rho=0.9)``: Nesterov momentum in Optimisers.jl's form.
+
+    Step ``-rho^2 v + (1+rho) eta dx``, then ``v = rho v - eta dx``. Equal to
+    torch.optim.SGD(momentum=rho, nesterov=True) at a constant rate; like Momentum, the
+    velocity carries the rate in force when it was accumulated.
+    """
+
+    eta: float = 0.001
+    rho: float = 0.9
+
+    def init(self, x: Any) -> Any:
+        return array_module(x).zeros_like(x)
+
+    def apply(self, state: Any, x: Any, dx: Any) -> tuple[Any, Any]:
+        eta, rho = cast(x, self.eta), cast(x, self.rho)
+        step = -(rho * rho) * state + (1 + rho) * eta * dx
+        state *= rho
+        state -= eta * dx
+        return state, step
+
+
+@dataclass(frozen=True, repr=False)
+class Rprop(Rule):
+    """``Rprop(eta=1e-3, ell=(0.5, 1.2), gamma=(1e-6, 50.0))``: resilient backpropagation.
+
+    Each entry has its own step size, starting at ``eta``: times ``ell[1]`` (at most
+    ``gamma[1]``) while the gradient keeps its sign, times ``ell[0]`` (at least ``gamma[0]``)
+    when it flips, and a flipped gradient is then taken as zero. Steps ``size * sign(dx)``.
+    Full-batch; equal to torch.optim.Rprop(lr=eta, etas=ell, step_sizes=gamma).
+    """
+
+    eta: float = 1e-3
+    ell: tuple[float, float] = (0.5, 1.2)
+    gamma: tuple[float, float] = (1e-6, 50.0)
+
+    def init(self, x: Any) -> tuple:
+        xp = array_module(x)
+        return xp.zeros_like(x), xp.full_like(x, self.eta)
+
+    def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
+        xp = array_module(x)
+        down, up = cast(x, self.ell[0]), cast(x, self.ell[1])
+        lo, hi = cast(x, self.gamma[0]), cast(x, self.gamma[1])
+        prev, size = state
+        trend = prev * dx
+        size = xp.where(trend > 0, xp.minimum(size * up, hi),
+                        xp.where(trend < 0, xp.maximum(size * down, lo), size))
+        prev = xp.where(trend < 0, xp.zeros_like(dx), dx)
+        return (prev, size), size * xp.sign(prev)
+
+
+@dataclass(frozen=True, repr=False)
+class RMSProp(Rule):
+    """``RMSProp(eta=0.001, rho=0.9, epsilon=1e-8, *, centred=False)``: Hinton's RMSProp.
+
+    ``q = rho q + (1-rho) dx^2``; centred also keeps ``l = rho l + (1-rho) dx`` and
+    normalises by the variance ``q - l^2``. Step ``eta dx / (sqrt(q - l^2) + epsilon)``.
+    Equal to torch.optim.RMSprop(lr=eta, alpha=rho, eps=epsilon, centered=centred) (whose
+    default alpha is 0.99). ``centred`` decides the state and cannot be adjusted.
+    """
+
+    fixed = frozenset({"centred"})
+
+    eta: float = 0.001
+    rho: float = 0.9
+    epsilon: float = 1e-8
+    centred: bool = field(default=False, kw_only=True)
+
+    def init(self, x: Any) -> tuple:
+        xp = array_module(x)
+        return xp.zeros_like(x), (xp.zeros_like(x) if self.centred else None)
+
+    def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
+        xp = array_module(x)
+        eta, rho, eps = cast(x, self.eta), cast(x, self.rho), cast_eps(x, self.epsilon)
+        quad, lin = state
+        quad *= rho
+        quad += (1 - rho) * (dx * dx)
+        var = quad
+        if lin is not None:
+            lin *= rho
+            lin += (1 - rho) * dx
+            var = quad - lin * lin
+        return (quad, lin), dx * eta / (xp.sqrt(var) + eps)
+
+
+@dataclass(frozen=True, repr=False)
 class Adam(Rule):
     """``Adam(eta=0.001, beta=(0.9, 0.999), epsilon=1e-8)``: Kingma & Ba's Adam.
 
-    ``m = b1 m + (1-b1) dx``, ``v = b2 v + (1-b2) dx^2``,
-    step ``m / (1-b1^t) / (sqrt(v / (1-b2^t)) + epsilon) * eta``: the same as
-    torch.optim.Adam. The state is ``(m, v, (b1^t, b2^t))``; after ``adjust(beta=...)``
-    the running powers go on with the new betas.
+    ``m = b1 m + (1-b1) dx``, ``v = b2 v + (1-b2) dx^2``, step
+    ``m / (1-b1^t) / (sqrt(v / (1-b2^t)) + epsilon) * eta``, as torch.optim.Adam. The
+    state is ``(m, v, (b1^t, b2^t))``; after ``adjust(beta=...)`` the powers go on with
+    the new betas.
+    """
+
+    eta: float = 0.001
+    beta: tuple[float, float] = (0.9, 0.999)
+    epsilon: float = 1e-8
+
+    def init(self, x: Any) -> tuple:
+        return _moments(self, x)
+
+    def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
+        xp = array_module(x)
+        eta, eps = cast(x, self.eta), cast_eps(x, self.epsilon)
+        b1, b2 = _betas(self, x)
+        m, v, (bt1, bt2) = state
+        _update_moments(m, v, dx, b1, b2)
+        step = m / (1 - bt1) / (xp.sqrt(v / (1 - bt2)) + eps) * eta
+        return (m, v, (bt1 * b1, bt2 * b2)), step
+
+
+@dataclass(frozen=True, repr=False)
+class AdamW(Rule):
+    """``AdamW(eta=0.001, beta=(0.9, 0.999), lambda_=0.0, epsilon=1e-8, *, couple=True)``.
+
+    Adam with decoupled weight decay. With ``couple=True`` the step is
+    ``eta * (adam + lambda_ x)``, ``adam`` being Adam's step at rate 1: this is
+    torch.optim.AdamW(lr=eta, weight_decay=lambda_) (whose default decay is 0.01, here 0).
+    With ``couple=False`` the decay is not scaled by the rate: ``eta adam + lambda_ x``,
+    as in Loshchilov & Hutter's paper. (``lambda`` is a Python keyword, hence ``lambda_``.)
+    """
+
+    eta: float = 0.001
+    beta: tuple[float, float] = (0.9, 0.999)
+    lambda_: float = 0.0
+    epsilon: float = 1e-8
+    couple: bool = field(default=True, kw_only=True)
+
+    def init(self, x: Any) -> tuple:
+        return _moments(self, x)
+
+    def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
+        xp = array_module(x)
+        eta, lam, eps = cast(x, self.eta), cast(x, self.lambda_), cast(x, self.epsilon)
+        b1, b2 = _betas(self, x)
+        m, v, (bt1, bt2) = state
+        _update_moments(m, v, dx, b1, b2)
+        adam = m / (1 - bt1) / (xp.sqrt(v / (1 - bt2)) + eps)
+        step = eta * (adam + lam * x) if self.couple else eta * adam + lam * x
+        return (m, v, (bt1 * b1, bt2 * b2)), step
+
+
+@dataclass(frozen=True, repr=False)
+class RAdam(Rule):
+    """``RAdam(eta=0.001, beta=(0.9, 0.999), epsilon=1e-8)``: rectified Adam (Liu et al.).
+
+    With ``rho_inf = 2/(1-b2) - 1`` and ``rho_t = rho_inf - 2 t b2^t / (1-b2^t)``, steps
+    Adam's step times ``r = sqrt((rho_t-4)(rho_t-2) rho_inf / ((rho_inf-4)(rho_inf-2) rho_t))``
+    when ``rho_t > 4``, else the bias-corrected momentum ``eta m / (1-b1^t)``.
+    torch.optim.RAdam switches at ``rho_t > 5`` instead, so the early steps differ.
+    """
+
+    eta: float = 0.001
+    beta: tuple[float, float] = (0.9, 0.999)
+    epsilon: float = 1e-8
+
+    def init(self, x: Any) -> tuple:
+        return (*_moments(self, x), 1)
+
+    def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
+        xp = array_module(x)
+        eta, eps = cast(x, self.eta), cast_eps(x, self.epsilon)
+        b1, b2 = _betas(self, x)
+        m, v, (bt1, bt2), t = state
+        _update_moments(m, v, dx, b1, b2)
+        rho_inf = 2 / (1 - b2) - 1
+        rho = rho_inf - 2 * t * bt2 / (1 - bt2)
+        if rho > 4:
+            r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            step = m / (1 - bt1) / (xp.sqrt(v / (1 - bt2)) + eps) * eta * r
+        else:
+            step = m / (1 - bt1) * eta
+        return (m, v, (bt1 * b1, bt2 * b2), t + 1), step
+
+
+@dataclass(frozen=True, repr=False)
+class AdaMax(Rule):
+    """``AdaMax(eta=0.001, beta=(0.9, 0.999), epsilon=1e-8)``: Adam with the infinity norm.
+
+    ``u = max(b2 u, |dx|)``, step ``eta / (1-b1^t) * m / (u + epsilon)``.
+    torch.optim.Adamax adds epsilon inside the max instead (``max(b2 u, |dx| + eps)``).
+    """
+
+    eta: float = 0.001
+    beta: tuple[float, float] = (0.9, 0.999)
+    epsilon: float = 1e-8
+
+    def init(self, x: Any) -> tuple:
+        return _moments(self, x)
+
+    def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
+        xp = array_module(x)
+        eta, eps = cast(x, self.eta), cast_eps(x, self.epsilon)
+        b1, b2 = _betas(self, x)
+        m, u, (bt1, bt2) = state
+        m *= b1
+        m += (1 - b1) * dx
+        u *= b2
+        xp.maximum(u, xp.abs(dx), out=u)
+        step = eta / (1 - bt1) * m / (u + eps)
+        return (m, u, (bt1 * b1, bt2 * b2)), step
+
+
+@dataclass(frozen=True, repr=False)
+class OAdam(Rule):
+    """``OAdam(eta=0.001, beta=(0.5, 0.9), epsilon=1e-8)``: optimistic Adam (Daskalakis et al.).
+
+    With ``a`` Adam's step, steps ``2 a_t - a_(t-1)``: suited to adversarial training.
+    """
+
+    eta: float = 0.001
+    beta: tuple[float, float] = (0.5, 0.9)
+    epsilon: float = 1e-8
+
+    def init(self, x: Any) -> tuple:
+        return (*_moments(self, x), array_module(x).zeros_like(x))
+
+    def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
+        xp = array_module(x)
+        eta, eps = cast(x, self.eta), cast_eps(x, self.epsilon)
+        b1, b2 = _betas(self, x)
+        m, v, (bt1, bt2), prev = state
+        _update_moments(m, v, dx, b1, b2)
+        term = eta * m / (1 - bt1) / (xp.sqrt(v / (1 - bt2)) + eps)
+        return (m, v, (bt1 * b1, bt2 * b2), term), 2 * term - prev
+
+
+@dataclass(frozen=True, repr=False)
+class AdaGrad(Rule):
+    """``AdaGrad(eta=0.1, epsilon=1e-8)``: Duchi et al.'s AdaGrad.
+
+    ``acc += dx^2``, step ``eta dx / (sqrt(acc) + epsilon)``. The accumulator starts at
+    epsilon, as in Optimisers.jl; torch.optim.Adagrad starts it at 0
+    (``initial_accumulator_value``).
+    """
+
+    eta: float = 0.1
+    epsilon: float = 1e-8
+
+    def init(self, x: Any) -> Any:
+        return array_module(x).full_like(x, self.epsilon)
+
+    def apply(self, state: Any, x: Any, dx: Any) -> tuple[Any, Any]:
+        xp = array_module(x)
+        eta, eps = cast(x, self.eta), cast_eps(x, self.epsilon)
+        state += dx * dx
+        return state, dx * eta / (xp.sqrt(state) + eps)
+
+
+@dataclass(frozen=True, repr=False)
+class AdaDelta(Rule):
+    """``AdaDelta(rho=0.9, epsilon=1e-8)``: Zeiler's AdaDelta, without a learning rate.
+
+    ``acc = rho acc + (1-rho) dx^2``, step ``s = dx sqrt(dacc + eps) / sqrt(acc + eps)``,
+    ``dacc = rho dacc + (1-rho) s^2``: torch.optim.Adadelta at its default lr=1.
+    Having no ``eta``, it refuses ``adjust(tree, eta)``.
+    """
+
+    rho: float = 0.9
+    epsilon: float = 1e-8
+
+    def init(self, x: Any) -> tuple:
+        xp = array_module(x)
+        return xp.zeros_like(x), xp.zeros_like(x)
+
+    def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
+        xp = array_module(x)
+        rho, eps = cast(x, self.rho), cast_eps(x, self.epsilon)
+        acc, dacc = state
+        acc *= rho
+        acc += (1 - rho) * (dx * dx)
+        step = dx * xp.sqrt(dacc + eps) / xp.sqrt(acc + eps)
+        dacc *= rho
+        dacc += (1 - rho) * (step * step)
+        return (acc, dacc), step
+
+
+@dataclass(frozen=True, repr=False)
+class AMSGrad(Rule):
+    """``AMSGrad(eta=0.001, beta=(0.9, 0.999), epsilon=1e-8)``: Adam with a running max of v.
+
+    ``vhat = max(vhat, v)``, step ``eta m / (sqrt(vhat) + epsilon)``, with no bias
+    correction and all three moments starting at epsilon, as in Optimisers.jl and the
+    paper. torch.optim.Adam(amsgrad=True) starts them at 0 and bias-corrects m and v.
     """
 
     eta: float = 0.001
@@ -44,16 +369,100 @@ class Adam(Rule):
 
     def init(self, x: Any) -> tuple:
         xp = array_module(x)
-        return xp.zeros_like(x), xp.zeros_like(x), (cast(x, self.beta[0]), cast(x, self.beta[1]))
+        return tuple(xp.full_like(x, self.epsilon) for _ in range(3))
 
     def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
-        eta, b1, b2, eps = (cast(x, self.eta), cast(x, self.beta[0]), cast(x, self.beta[1]),
-                            cast_eps(x, self.epsilon))
-        m, v, (bt1, bt2) = state
         xp = array_module(x)
+        eta, eps = cast(x, self.eta), cast_eps(x, self.epsilon)
+        b1, b2 = _betas(self, x)
+        m, v, vhat = state
+        _update_moments(m, v, dx, b1, b2)
+        xp.maximum(vhat, v, out=vhat)
+        return (m, v, vhat), eta * m / (xp.sqrt(vhat) + eps)
+
+
+@dataclass(frozen=True, repr=False)
+class NAdam(Rule):
+    """``NAdam(eta=0.001, beta=(0.9, 0.999), epsilon=1e-8)``: Dozat's Nesterov-accelerated Adam.
+
+    Step ``(b1 m / (1 - b1 b1^t) + (1-b1) dx / (1-b1^t)) / (sqrt(b2 v / (1-b2^t)) + eps) * eta``,
+    as Optimisers.jl. torch.optim.NAdam uses a momentum schedule
+    ``b1 (1 - 0.5 * 0.96^(t psi))`` instead of a constant b1, so it differs.
+    """
+
+    eta: float = 0.001
+    beta: tuple[float, float] = (0.9, 0.999)
+    epsilon: float = 1e-8
+
+    def init(self, x: Any) -> tuple:
+        return _moments(self, x)
+
+    def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
+        xp = array_module(x)
+        eta, eps = cast(x, self.eta), cast_eps(x, self.epsilon)
+        b1, b2 = _betas(self, x)
+        m, v, (bt1, bt2) = state
+        _update_moments(m, v, dx, b1, b2)
+        step = ((b1 * m / (1 - b1 * bt1) + (1 - b1) * dx / (1 - bt1))
+                / (xp.sqrt(v * b2 / (1 - bt2)) + eps) * eta)
+        return (m, v, (bt1 * b1, bt2 * b2)), step
+
+
+@dataclass(frozen=True, repr=False)
+class AdaBelief(Rule):
+    """``AdaBelief(eta=0.001, beta=(0.9, 0.999), epsilon=1e-16)``: Zhuang et al.'s AdaBelief.
+
+    Like Adam, but the second moment tracks the belief ``(dx - m)^2``:
+    ``s = b2 s + (1-b2) (dx - m)^2 + epsilon``, step
+    ``eta m / (1-b1^t) / (sqrt(s / (1-b2^t)) + epsilon)``.
+    """
+
+    eta: float = 0.001
+    beta: tuple[float, float] = (0.9, 0.999)
+    epsilon: float = 1e-16
+
+    def init(self, x: Any) -> tuple:
+        return _moments(self, x)
+
+    def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
+        xp = array_module(x)
+        eta, eps = cast(x, self.eta), cast_eps(x, self.epsilon)
+        b1, b2 = _betas(self, x)
+        m, s, (bt1, bt2) = state
         m *= b1
         m += (1 - b1) * dx
-        v *= b2
-        v += (1 - b2) * (dx * dx)
-        step = m / (1 - bt1) / (xp.sqrt(v / (1 - bt2)) + eps) * eta
-        return (m, v, (bt1 * b1, bt2 * b2)), step
+        diff = dx - m
+        s *= b2
+        s += (1 - b2) * (diff * diff)
+        s += eps
+        step = eta * m / (1 - bt1) / (xp.sqrt(s / (1 - bt2)) + eps)
+        return (m, s, (bt1 * b1, bt2 * b2)), step
+
+
+@dataclass(frozen=True, repr=False)
+class Lion(Rule):
+    """``Lion(eta=0.001, beta=(0.9, 0.999))``: Chen et al.'s evolved sign momentum.
+
+    The paper's update: step ``eta sign(b1 m + (1-b1) dx)``, then
+    ``m = b2 m + (1-b2) dx``. Optimisers.jl keeps ``m = b2 dx + (1-b2) m`` instead, which
+    weights the new gradient by b2; Kiln follows the paper. The defaults are
+    Optimisers.jl's (the paper suggests ``beta=(0.9, 0.99)``); the paper's decoupled
+    weight decay is not included (chain a WeightDecay before Lion for coupled decay).
+    """
+
+    eta: float = 0.001
+    beta: tuple[float, float] = (0.9, 0.999)
+
+    def init(self, x: Any) -> Any:
+        return array_module(x).zeros_like(x)
+
+    def apply(self, state: Any, x: Any, dx: Any) -> tuple[Any, Any]:
+        xp = array_module(x)
+        eta = cast(x, self.eta)
+        b1, b2 = _betas(self, x)
+        step = eta * xp.sign(b1 * state + (1 - b1) * dx)
+        state *= b2
+        state += (1 - b2) * dx
+        return state, step
+
+
