@@ -12,14 +12,13 @@ import math
 
 import numpy as np
 import pytest
-
 from kiln_engine.optimisers import (
     AccumGrad,
     AdaBelief,
     AdaDelta,
     AdaGrad,
-    AdaMax,
     Adam,
+    AdaMax,
     AdamW,
     AMSGrad,
     ClipGrad,
@@ -44,6 +43,7 @@ from kiln_engine.optimisers import (
     thaw,
     update,
 )
+
 from tests.engine import optimiser_refs as R
 
 # (rule, reference, rule that should fit the least-squares problem, (hyper, new value))
