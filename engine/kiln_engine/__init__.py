@@ -9,6 +9,7 @@ from . import activations, init, losses, random
 from ._backend import DeviceError
 from ._grad import GradientError, gradient, withgradient
 from ._onehot import onecold, onehot
+from ._spec import SpecError
 from ._tree import Layers, PathError, Tangent, getpath, leaves, params, paths
 from .activations import (
     celu,
@@ -81,6 +82,15 @@ from .optimisers import (
     trainables,
     update,
 )
+from .serialise import (
+    WeightsError,
+    load_state_dict,
+    load_weights,
+    model_from_spec,
+    model_to_spec,
+    save_weights,
+    state_dict,
+)
 
 __all__ = [
     "GRU",
@@ -122,8 +132,10 @@ __all__ = [
     "ShapeError",
     "SignDecay",
     "SkipConnection",
+    "SpecError",
     "Tangent",
     "WeightDecay",
+    "WeightsError",
     "activations",
     "adjust",
     "celu",
@@ -142,9 +154,13 @@ __all__ = [
     "init",
     "leakyrelu",
     "leaves",
+    "load_state_dict",
+    "load_weights",
     "logsigmoid",
     "logsoftmax",
     "losses",
+    "model_from_spec",
+    "model_to_spec",
     "onecold",
     "onehot",
     "params",
@@ -152,12 +168,14 @@ __all__ = [
     "random",
     "relu",
     "relu6",
+    "save_weights",
     "selu",
     "setup",
     "sigmoid",
     "softmax",
     "softplus",
     "softsign",
+    "state_dict",
     "swish",
     "tanh",
     "testmode",

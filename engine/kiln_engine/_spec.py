@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["SpecError", "check_keys", "get_choice", "get_float", "get_int", "join"]
+__all__ = ["SpecError", "check_keys", "get_bool", "get_choice", "get_float", "get_int", "join"]
 
 
 class SpecError(ValueError):
@@ -58,9 +58,22 @@ def get_int(spec: dict, key: str, path: str, *, default: Any = ..., minimum: int
     return v
 
 
+def get_bool(spec: dict, key: str, path: str, *, default: Any = ...) -> bool:
+    """A true/false field (0 and 1 are not booleans)."""
+    if key not in spec:
+        if default is ...:
+            raise SpecError(join(path, key), "is required")
+        return default
+    v = spec[key]
+    if not isinstance(v, bool):
+        raise SpecError(join(path, key), f"must be true or false; got {v!r}")
+    return v
+
+
 def get_float(spec: dict, key: str, path: str, *, default: Any = ..., minimum: float = -math.inf,
-              maximum: float = math.inf, exclusive_minimum: bool = False) -> float:
-    """A finite number field within [minimum, maximum] (or (minimum, maximum])."""
+              maximum: float = math.inf, exclusive_minimum: bool = False,
+              exclusive_maximum: bool = False) -> float:
+    """A finite number field within [minimum, maximum]; either end may be open."""
     if key not in spec:
         if default is ...:
             raise SpecError(join(path, key), "is required")
@@ -69,9 +82,11 @@ def get_float(spec: dict, key: str, path: str, *, default: Any = ..., minimum: f
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
         raise SpecError(join(path, key), f"must be a finite number; got {v!r}")
     low_ok = v > minimum if exclusive_minimum else v >= minimum
-    if not low_ok or v > maximum:
+    high_ok = v < maximum if exclusive_maximum else v <= maximum
+    if not (low_ok and high_ok):
         lo = "(" if exclusive_minimum else "["
-        raise SpecError(join(path, key), f"must be in {lo}{minimum}, {maximum}]; got {v!r}")
+        hi = ")" if exclusive_maximum else "]"
+        raise SpecError(join(path, key), f"must be in {lo}{minimum}, {maximum}{hi}; got {v!r}")
     return float(v)
 
 

@@ -1,0 +1,283 @@
+"""The spec of every layer type: its JSON fields, its constructor and its arrays' shapes.
+
+One ``register`` call per layer class. A field's ``dump`` reads it back from a built
+layer; ``arrays`` must list exactly the arrays the constructor allocates (the tests
+compare them with built models), since parameter limits are checked from it alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._spec import SpecError, check_keys, get_int, join
+from ..activations import ACTIVATIONS
+from ..init import INITIALISERS
+from ..layers import (
+    GRU,
+    LSTM,
+    RNN,
+    AlphaDropout,
+    BatchNorm,
+    Chain,
+    Dense,
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Parallel,
+    SkipConnection,
+    concat,
+)
+from .spec import (
+    Field,
+    LayerSpec,
+    PlannedArray,
+    activation_field,
+    bool_field,
+    choice_field,
+    dtype_field,
+    float_field,
+    int_field,
+    layer_field,
+    layers_field,
+    register,
+)
+
+__all__: list[str] = []
+
+
+def _dtype(v: dict[str, Any]) -> np.dtype:
+    return np.dtype(v["dtype"])
+
+
+def _init_field(name: str = "init", choices: dict = INITIALISERS,
+                default: str = "glorot_uniform") -> Field:
+    """An initialiser by name: a build-only option, since a built layer forgets it."""
+    return choice_field(name, choices, None, default=default)
+
+
+def _active_field() -> Field:
+    """``active``: null (train inside ``gradient``, the default), true or false."""
+    def parse(spec: dict, path: str) -> bool | None:
+        v = spec.get("active")
+        if v is not None and not isinstance(v, bool):
+            raise SpecError(join(path, "active"),
+                            f"must be true, false or null (automatic); got {v!r}")
+        return v
+
+    return Field("active", parse, lambda layer, path: layer.active)
+
+
+def _ints_or_int(name: str, *, what: str, minimum: int | None,
+                 required: bool) -> Callable[[dict, str], Any]:
+    """A parser for an integer or a non-empty list of integers (each >= ``minimum``);
+    an optional field may be null or absent (None)."""
+    def parse(spec: dict, path: str) -> list[int] | None:
+        v = spec.get(name)
+        if v is None:
+            if required:
+                raise SpecError(join(path, name), f"is required: {what}")
+            return None
+        items = [v] if isinstance(v, int) else v
+        if not isinstance(items, list) or not items or not all(
+                isinstance(n, int) and not isinstance(n, bool)
+                and (minimum is None or n >= minimum) for n in items):
+            raise SpecError(join(path, name), f"must be {what}; got {v!r}")
+        return list(items)
+
+    return parse
+
+
+def _affine(shape: tuple[int, ...], v: dict[str, Any]) -> list[PlannedArray]:
+    """A normalisation's scale and shift, present with ``affine``."""
+    return [(k, shape, v["dtype"]) for k in ("weight", "bias")] if v["affine"] else []
+
+
+def _batchnorm_arrays(v: dict[str, Any]) -> list[PlannedArray]:
+    c = (v["channels"],)
+    stats = [(k, c, v["dtype"]) for k in ("running_mean", "running_var")]
+    return _affine(c, v) + (stats if v["track_stats"] else [])
+
+
+# --- Dense, Embedding -------------------------------------------------------------------
+
+register(LayerSpec(
+    Dense,
+    (int_field("in", lambda m: m.in_features), int_field("out", lambda m: m.out_features),
+     activation_field(lambda m: m.activation),
+     bool_field("bias", lambda m: m.bias is not None, default=True),
+     _init_field(), dtype_field(lambda m: m.weight)),
+    build=lambda v, rng: Dense(v["in"], v["out"], ACTIVATIONS[v["activation"]], bias=v["bias"],
+                               init=INITIALISERS[v["init"]], dtype=_dtype(v), rng=rng),
+    arrays=lambda v: [("weight", (v["out"], v["in"]), v["dtype"])]
+    + ([("bias", (v["out"],), v["dtype"])] if v["bias"] else []),
+))
+
+# Embedding's default initialiser is N(0, 1), which INITIALISERS does not name.
+_EMBEDDING_INITS: dict[str, Callable | None] = {"normal": None, **INITIALISERS}
+
+register(LayerSpec(
+    Embedding,
+    (int_field("vocab", lambda m: m.vocab), int_field("dim", lambda m: m.dim),
+     _init_field(choices=_EMBEDDING_INITS, default="normal"), dtype_field(lambda m: m.weight)),
+    build=lambda v, rng: Embedding(v["vocab"], v["dim"], init=_EMBEDDING_INITS[v["init"]],
+                                   dtype=_dtype(v), rng=rng),
+    arrays=lambda v: [("weight", (v["vocab"], v["dim"]), v["dtype"])],
+))
+
+# --- Dropout ----------------------------------------------------------------------------
+
+register(LayerSpec(
+    Dropout,
+    (float_field("p", lambda m: m.p, minimum=0.0, maximum=1.0),
+     Field("dims", _ints_or_int("dims", what="null, an integer or a non-empty list of integers",
+                                minimum=None, required=False),
+           lambda m, path: None if m.dims is None else list(m.dims)),
+     _active_field()),
+    build=lambda v, rng: Dropout(v["p"], dims=None if v["dims"] is None else tuple(v["dims"]),
+                                 rng=rng, active=v["active"]),
+))
+
+register(LayerSpec(
+    AlphaDropout,
+    (float_field("p", lambda m: m.p, minimum=0.0, maximum=1.0, exclusive_maximum=True),
+     _active_field()),
+    build=lambda v, rng: AlphaDropout(v["p"], rng=rng, active=v["active"]),
+))
+
+# --- normalisation ----------------------------------------------------------------------
+
+register(LayerSpec(
+    BatchNorm,
+    (int_field("channels", lambda m: m.channels), activation_field(lambda m: m.activation),
+     float_field("eps", lambda m: m.eps, default=1e-5, minimum=0.0, exclusive_minimum=True),
+     float_field("momentum", lambda m: m.momentum, default=0.1, minimum=0.0, maximum=1.0),
+     bool_field("affine", lambda m: m.weight is not None, default=True),
+     bool_field("track_stats", lambda m: m.running_mean is not None, default=True),
+     _active_field(),
+     dtype_field(lambda m: m.weight if m.weight is not None else m.running_mean)),
+    build=lambda v, rng: BatchNorm(
+        v["channels"], ACTIVATIONS[v["activation"]], eps=v["eps"], momentum=v["momentum"],
+        affine=v["affine"], track_stats=v["track_stats"], active=v["active"], dtype=_dtype(v)),
+    arrays=_batchnorm_arrays,
+))
+
+register(LayerSpec(
+    LayerNorm,
+    (Field("size", _ints_or_int("size", what="a positive integer or a non-empty list of them",
+                                minimum=1, required=True),
+           lambda m, path: m.size[0] if len(m.size) == 1 else list(m.size)),
+     activation_field(lambda m: m.activation),
+     float_field("eps", lambda m: m.eps, default=1e-5, minimum=0.0, exclusive_minimum=True),
+     bool_field("affine", lambda m: m.weight is not None, default=True),
+     dtype_field(lambda m: m.weight)),
+    build=lambda v, rng: LayerNorm(tuple(v["size"]), ACTIVATIONS[v["activation"]], eps=v["eps"],
+                                   affine=v["affine"], dtype=_dtype(v)),
+    arrays=lambda v: _affine(tuple(v["size"]), v),
+))
+
+# --- recurrent --------------------------------------------------------------------------
+
+def _recurrent(cls: type, gates: int, *, activation: bool) -> LayerSpec:
+    """RNN (with an activation), LSTM and GRU: ``gates`` stacked blocks of ``out`` rows."""
+    fields = [int_field("in", lambda m: m.in_features), int_field("out", lambda m: m.out_features)]
+    if activation:
+        fields.append(activation_field(lambda m: m.activation, default="tanh"))
+    fields += [bool_field("bias", lambda m: m.bias_ih is not None, default=True),
+               _init_field("init_kernel"), _init_field("init_recurrent_kernel"),
+               dtype_field(lambda m: m.weight_ih)]
+
+    def build(v: dict[str, Any], rng: np.random.Generator | None) -> Any:
+        act = (ACTIVATIONS[v["activation"]],) if activation else ()
+        return cls(v["in"], v["out"], *act, bias=v["bias"],
+                   init_kernel=INITIALISERS[v["init_kernel"]],
+                   init_recurrent_kernel=INITIALISERS[v["init_recurrent_kernel"]],
+                   dtype=_dtype(v), rng=rng)
+
+    def arrays(v: dict[str, Any]) -> list[PlannedArray]:
+        rows, dt = gates * v["out"], v["dtype"]
+        out = [("weight_ih", (rows, v["in"]), dt), ("weight_hh", (rows, v["out"]), dt)]
+        return out + ([("bias_ih", (rows,), dt), ("bias_hh", (rows,), dt)] if v["bias"] else [])
+
+    return LayerSpec(cls, tuple(fields), build, arrays)
+
+
+register(_recurrent(RNN, 1, activation=True))
+register(_recurrent(LSTM, 4, activation=False))
+register(_recurrent(GRU, 3, activation=False))
+
+# --- containers -------------------------------------------------------------------------
+
+register(LayerSpec(
+    Chain,
+    (layers_field("layers", lambda m: m.layers),),
+    build=lambda v, rng: (Chain(**v["layers"]) if isinstance(v["layers"], dict)
+                          else Chain(*v["layers"])),
+))
+
+#: Connections that join exactly two branches.
+_BINARY: dict[str, Callable] = {"add": operator.add, "mul": operator.mul}
+_CONCAT_CODE = concat().__code__
+_CONNECTIONS = "\"add\", \"mul\", \"concat\" or {\"type\": \"concat\", \"axis\": n}"
+
+
+def _parse_connection(spec: dict, path: str) -> str | dict:
+    here = join(path, "connection")
+    if "connection" not in spec:
+        raise SpecError(here, f"is required: {_CONNECTIONS}")
+    v = spec["connection"]
+    if v == "concat":
+        v = {"type": "concat"}
+    if isinstance(v, str) and v in _BINARY:
+        return v
+    if isinstance(v, dict) and v.get("type") == "concat":
+        check_keys(v, here, {"type", "axis"})
+        return {"type": "concat", "axis": get_int(v, "axis", here, default=-1, minimum=-64)}
+    raise SpecError(here, f"must be {_CONNECTIONS}; got {v!r}")
+
+
+def _dump_connection(layer: Any, path: str) -> str | dict:
+    fn = layer.connection
+    for name, f in _BINARY.items():
+        if fn is f:
+            return name
+    if getattr(fn, "__code__", None) is _CONCAT_CODE:
+        return {"type": "concat", "axis": inspect.getclosurevars(fn).nonlocals["axis"]}
+    raise SpecError(join(path, "connection"), f"the connection {getattr(fn, '__name__', fn)!r} "
+                    f"has no spec; a spec can hold {_CONNECTIONS}")
+
+
+def _connection(v: str | dict) -> Callable:
+    return _BINARY[v] if isinstance(v, str) else concat(v["axis"])
+
+
+_CONNECTION_FIELD = Field("connection", _parse_connection, _dump_connection)
+
+register(LayerSpec(
+    SkipConnection,
+    (layer_field("layer", lambda m: m.layer), _CONNECTION_FIELD),
+    build=lambda v, rng: SkipConnection(v["layer"], _connection(v["connection"])),
+))
+
+
+def _check_parallel(v: dict[str, Any], path: str) -> None:
+    n = len(v["layers"])
+    if n == 0:
+        raise SpecError(join(path, "layers"), "must hold at least one layer")
+    if isinstance(v["connection"], str) and n > 2:
+        raise SpecError(join(path, "connection"), f"{v['connection']!r} joins two branches but "
+                        f"there are {n} layers; use concat")
+
+
+register(LayerSpec(
+    Parallel,
+    (_CONNECTION_FIELD, layers_field("layers", lambda m: m.layers)),
+    build=lambda v, rng: (Parallel(_connection(v["connection"]), **v["layers"])
+                          if isinstance(v["layers"], dict)
+                          else Parallel(_connection(v["connection"]), *v["layers"])),
+    check=_check_parallel,
+))
