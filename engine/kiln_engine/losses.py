@@ -98,7 +98,7 @@ def _pair(name: str, yhat: Any, y: Any, agg: Agg = np.mean) -> tuple[Any, Any]:
 def _classes(name: str, yhat: Any, y: Any, axis: int, agg: Agg) -> tuple[Any, Any, int]:
     """Check a class-axis loss's inputs. Returns ``(yhat, y, axis)`` with ``axis``
     non-negative and ``y`` either a float target shaped like ``yhat`` or integer labels
-    shaped like ``yhat`` without ``axis`` (then given back with ``axis`` kept, size 1)."""
+    shaped like ``yhat`` without ``axis``."""
     yhat = _prediction(name, yhat, agg)
     shape = _shape(yhat)
     if not isinstance(axis, (int, np.integer)) or not -len(shape) <= axis < len(shape):
@@ -110,7 +110,7 @@ def _classes(name: str, yhat: Any, y: Any, axis: int, agg: Agg) -> tuple[Any, An
     yshape = _shape(y)
     if ops.data(y).dtype.kind in "iu" and yshape == per_sample:
         check_labels(name, y, shape[axis])
-        return yhat, array_module(y).expand_dims(y, axis), axis
+        return yhat, y, axis
     if yshape != shape:
         raise ValueError(f"{name}: yhat has shape {shape} but y has shape {yshape}; y must be "
                          f"probabilities of shape {shape} or integer class labels of shape "
@@ -128,10 +128,11 @@ def _eps(yhat: Any, eps: float | None) -> Any:
 
 
 def _check_alpha(name: str, alpha: float, *, allow_zero: bool) -> None:
+    """A smoothing factor in [0, 1) for a loss's ``label_smoothing``, (0, 1) for the helper."""
     lo_ok = alpha >= 0 if allow_zero else alpha > 0
     if not (lo_ok and alpha < 1):
-        bound = "[0, 1)" if allow_zero else "(0, 1)"
-        raise ValueError(f"{name}: label_smoothing must lie in {bound}; got {alpha!r}")
+        what, bound = ("label_smoothing", "[0, 1)") if allow_zero else ("alpha", "(0, 1)")
+        raise ValueError(f"{name}: {what} must lie in {bound}; got {alpha!r}")
 
 
 # ---------------------------------------------------------------- helpers
@@ -143,10 +144,11 @@ def _xlogy(x: Any, y: Any) -> Any:
     return ops.mul(x, ops.log(ops.where(zero, 1, y)))
 
 
-def _pick(x: Any, idx: Any, axis: int) -> Any:
-    """``x``'s entries at class ``idx`` along ``axis`` (a gather), with ``axis`` dropped."""
+def _pick(x: Any, labels: Any, axis: int) -> Any:
+    """``x``'s entries at class ``labels`` along ``axis`` (a gather), with ``axis`` dropped."""
     xd = ops.data(x)
     xp = array_module(xd)
+    idx = xp.expand_dims(labels, axis)
     out = xp.take_along_axis(xd, idx, axis).squeeze(axis)
     if x.__class__ is not Tracked:
         return out
@@ -259,9 +261,9 @@ def logitcrossentropy(yhat: Any, y: Any, *, axis: int = -1, agg: Agg = np.mean,
     _check_alpha("logitcrossentropy", label_smoothing, allow_zero=True)
     yhat, y, axis = _classes("logitcrossentropy", yhat, y, axis, agg)
     a = label_smoothing
+    if a and not _is_labels(y):  # smooth a probability target up front; labels: in the fusion
+        y, a = ops.add(ops.mul(y, 1 - a), a / _shape(yhat)[axis]), 0.0
     if y.__class__ is Tracked:  # a target under differentiation: no fused shortcut
-        if a:
-            y = ops.add(ops.mul(y, 1 - a), a / _shape(yhat)[axis])
         per = ops.negative(ops.sum_(ops.mul(y, logsoftmax(yhat, axis=axis)), axis=axis))
         return _aggregate(agg, per)
     reduction = _REDUCTIONS.get(agg, "none")
@@ -273,48 +275,62 @@ def _softmax_xent(x: Any, target: Any, axis: int, alpha: float, reduction: str) 
     """Fused logsoftmax + cross entropy against a constant target, reduced by
     ``reduction`` ("mean", "sum" or "none" for per-sample losses), as one tape node.
 
-    One buffer holds ``x - max``, then ``exp`` of it in place; the vjp turns that buffer
-    into ``(softmax * sum(target) - target) * g`` in place, so a training step allocates
-    one array of the logits' size for the loss and its gradient together.
+    It works on a ``(samples, classes)`` view. One buffer holds ``x - max``, then its
+    ``exp`` in place; the vjp turns that buffer into ``(softmax * sum(target) - target) * g``
+    in place, so a training step allocates one logits-sized array for loss and gradient.
     """
     xd = ops.data(x)
     xp = array_module(xd)
     k = xd.shape[axis]
+    moved = axis != xd.ndim - 1
+    x2 = (xp.moveaxis(xd, axis, -1) if moved else xd).reshape(-1, k)
     labels = target.dtype.kind in "iu"
-    s = xd - xd.max(axis=axis, keepdims=True)
-    if labels:  # target = (1 - alpha) * onehot + alpha / k, never materialised
-        fit = xp.take_along_axis(s, target, axis)
+    if labels:  # the target (1 - alpha) * onehot + alpha / k is never materialised
+        t2 = target.reshape(-1)
+    else:
+        t2 = (xp.moveaxis(target, axis, -1) if moved else target).reshape(-1, k)
+    n = x2.shape[0]
+    s = x2 - x2.max(axis=1, keepdims=True)
+    if labels:
+        rows = xp.arange(n)
+        fit = s[rows, t2]
         if alpha:
             fit *= 1 - alpha
-            fit += (alpha / k) * s.sum(axis=axis, keepdims=True)
+            fit += (alpha / k) * s.sum(axis=1)
         mass = None
     else:
-        fit = (s * target).sum(axis=axis, keepdims=True)
-        mass = target.sum(axis=axis, keepdims=True)
+        fit = (s * t2).sum(axis=1)
+        mass = t2.sum(axis=1, keepdims=True)
     xp.exp(s, out=s)
-    total = s.sum(axis=axis, keepdims=True)
+    total = s.sum(axis=1, keepdims=True)
     per = xp.log(total)
     if mass is not None:
         per *= mass
+    per = per.reshape(-1)
     per -= fit
-    per = per.squeeze(axis)
-    out = per.mean() if reduction == "mean" else per.sum() if reduction == "sum" else per
+    if reduction == "mean":
+        out = per.sum() / n
+    elif reduction == "sum":
+        out = per.sum()
+    else:
+        out = per.reshape(xd.shape[:axis] + xd.shape[axis + 1:])
     if x.__class__ is not Tracked:
         return out
 
     def vjp(g: Any) -> tuple:
-        gs = g / per.size if reduction == "mean" else g
-        if reduction == "none":
-            gs = xp.expand_dims(gs, axis)
-        scale = gs / total if mass is None else gs * mass / total
+        gs = g.reshape(-1) if reduction == "none" else g / n if reduction == "mean" else g
+        col = gs[:, None] if gs.ndim else gs
+        scale = col / total if mass is None else col * mass / total
         dx = xp.multiply(s, scale, out=s)  # this node's own buffer, used once: reuse it
-        if not labels:
-            return (xp.subtract(dx, target * gs, out=dx),)
-        picked = xp.take_along_axis(dx, target, axis)
-        xp.put_along_axis(dx, target, picked - gs * (1 - alpha), axis)
-        if alpha:
-            xp.subtract(dx, gs * (alpha / k), out=dx)
-        return (dx,)
+        if labels:
+            dx[rows, t2] -= gs * (1 - alpha)
+            if alpha:
+                dx -= col * (alpha / k)
+        else:
+            dx -= t2 * col
+        if moved:
+            return (xp.moveaxis(dx.reshape(xp.moveaxis(xd, axis, -1).shape), -1, axis),)
+        return (dx.reshape(xd.shape),)
 
     return record(out, (x,), vjp)
 
@@ -393,27 +409,33 @@ def tversky_loss(yhat: Any, y: Any, *, beta: float = 0.7) -> Any:
 def binary_focal_loss(yhat: Any, y: Any, *, agg: Agg = np.mean, gamma: float = 2.0,
                       eps: float | None = None) -> Any:
     """Focal loss for binary labels and probabilities ``yhat``:
-    ``agg(-(1 - p_t) ** gamma * log(p_t))`` with ``p_t = y * p + (1 - y) * (1 - p)`` and
-    ``p = yhat + eps``. It down-weights easy examples; ``gamma=0`` is binary cross entropy."""
+    ``agg(-max(1 - p_t, 0) ** gamma * log(p_t))``, ``p_t = y * yhat + (1 - y) * (1 - yhat) + eps``
+    the probability given to the true class. It down-weights easy examples.
+
+    ``eps`` is added to ``p_t`` as :func:`binarycrossentropy` adds it to each probability
+    (Flux adds it to ``yhat``, which sends ``p_t`` below 0 at ``yhat == 1``, ``y == 0``),
+    so ``gamma=0`` is exactly ``binarycrossentropy``."""
     yhat, y = _pair("binary_focal_loss", yhat, y, agg)
-    p = ops.add(yhat, _eps(yhat, eps))
-    p_t = ops.add(ops.mul(y, p), ops.mul(ops.sub(1, y), ops.sub(1, p)))
-    weight = ops.power(ops.sub(1, p_t), gamma)
+    p_t = ops.add(ops.add(ops.mul(y, yhat), ops.mul(ops.sub(1, y), ops.sub(1, yhat))),
+                  _eps(yhat, eps))
+    weight = ops.power(ops.maximum(ops.sub(1, p_t), 0), gamma)
     return _aggregate(agg, ops.negative(ops.mul(weight, ops.log(p_t))))
 
 
 def focal_loss(yhat: Any, y: Any, *, axis: int = -1, agg: Agg = np.mean, gamma: float = 2.0,
                eps: float | None = None) -> Any:
     """Focal loss for probabilities ``yhat`` (e.g. softmax output) over ``axis``:
-    ``agg(sum(-y * (1 - p) ** gamma * log(p), axis))`` with ``p = yhat + eps``; ``y`` is
-    probabilities or integer class labels. ``gamma=0`` is :func:`crossentropy`."""
+    ``agg(sum(-y * max(1 - p, 0) ** gamma * log(p), axis))`` with ``p = yhat + eps`` (the
+    ``max`` keeps a fractional ``gamma`` defined at ``yhat == 1``); ``y`` is probabilities
+    or integer class labels. ``gamma=0`` is :func:`crossentropy`."""
     yhat, y, axis = _classes("focal_loss", yhat, y, axis, agg)
     p = ops.add(yhat, _eps(yhat, eps))
     if _is_labels(y):
         p = _pick(p, y, axis)
-        return _aggregate(agg, ops.negative(ops.mul(ops.power(ops.sub(1, p), gamma), ops.log(p))))
-    terms = ops.mul(ops.mul(y, ops.power(ops.sub(1, p), gamma)), ops.log(p))
-    return _aggregate(agg, ops.negative(ops.sum_(terms, axis=axis)))
+    terms = ops.mul(ops.power(ops.maximum(ops.sub(1, p), 0), gamma), ops.log(p))
+    if _is_labels(y):
+        return _aggregate(agg, ops.negative(terms))
+    return _aggregate(agg, ops.negative(ops.sum_(ops.mul(y, terms), axis=axis)))
 
 
 def siamese_contrastive_loss(yhat: Any, y: Any, *, agg: Agg = np.mean,
