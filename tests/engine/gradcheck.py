@@ -38,6 +38,7 @@ def _scalarise(f: Callable, weights: np.ndarray | None) -> Callable:
 def finite_difference(loss: Callable, args: Sequence[np.ndarray], i: int) -> np.ndarray:
     """Central differences of scalar ``loss`` with respect to ``args[i]``."""
     x = args[i]
+    assert x.flags.c_contiguous, "finite_difference needs a C-contiguous input to edit in place"
     g = np.zeros_like(x)
     flat = x.reshape(-1)
     gflat = g.reshape(-1)
@@ -60,8 +61,9 @@ def check_gradients(f: Callable, *args: Any, torch_f: Callable | None = None, to
     With ``torch_f`` (the same function written for torch tensors) the output and the
     gradients must also match PyTorch within TORCH_RTOL.
     """
-    args = [np.array(a, dtype=np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f"
-            else a for a in args]
+    # C-contiguous float64 copies: finite_difference edits inputs through a flat view.
+    args = [np.array(a, dtype=np.float64, order="C") if isinstance(a, np.ndarray)
+            and a.dtype.kind == "f" else a for a in args]
     if wrt is None:
         wrt = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
     out = np.asarray(f(*args))
