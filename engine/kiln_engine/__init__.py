@@ -5,7 +5,7 @@
     val, grads = withgradient(lambda m: losses.logitcrossentropy(m(x), y), model)
 """
 
-from . import activations, init, losses, random
+from . import activations, init, losses, random, schedules
 from ._backend import DeviceError
 from ._grad import GradientError, gradient, withgradient
 from ._onehot import onecold, onehot
@@ -31,6 +31,8 @@ from .activations import (
     swish,
     tanh,
 )
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import DataLoader
 from .device import cpu, gpu, to_device
 from .layers import (
     GRU,
@@ -82,6 +84,26 @@ from .optimisers import (
     trainables,
     update,
 )
+from .schedules import (
+    Constant,
+    CosAnneal,
+    Exp,
+    Interpolator,
+    Inv,
+    OneCycle,
+    Poly,
+    ReduceOnPlateau,
+    Schedule,
+    Sequence,
+    Shifted,
+    Sin,
+    SinDecay2,
+    SinExp,
+    Step,
+    Triangle,
+    TriangleDecay2,
+    TriangleExp,
+)
 from .serialise import (
     WeightsError,
     load_state_dict,
@@ -91,6 +113,8 @@ from .serialise import (
     save_weights,
     state_dict,
 )
+from .stopping import early_stopping, patience, plateau
+from .training import EpochRecord, NonFiniteLossError, StepRecord, Trainer, accuracy, train
 
 __all__ = [
     "GRU",
@@ -107,14 +131,22 @@ __all__ = [
     "AlphaDropout",
     "BatchNorm",
     "Chain",
+    "CheckpointError",
     "ClipGrad",
     "ClipNorm",
+    "Constant",
+    "CosAnneal",
+    "DataLoader",
     "Dense",
     "Descent",
     "DeviceError",
     "Dropout",
     "Embedding",
+    "EpochRecord",
+    "Exp",
     "GradientError",
+    "Interpolator",
+    "Inv",
     "Layer",
     "LayerNorm",
     "Layers",
@@ -122,26 +154,44 @@ __all__ = [
     "Momentum",
     "NAdam",
     "Nesterov",
+    "NonFiniteLossError",
     "OAdam",
+    "OneCycle",
     "OptimiserChain",
     "Parallel",
     "PathError",
+    "Poly",
     "RAdam",
     "RMSProp",
+    "ReduceOnPlateau",
     "Rprop",
+    "Schedule",
+    "Sequence",
     "ShapeError",
+    "Shifted",
     "SignDecay",
+    "Sin",
+    "SinDecay2",
+    "SinExp",
     "SkipConnection",
     "SpecError",
+    "Step",
+    "StepRecord",
     "Tangent",
+    "Trainer",
+    "Triangle",
+    "TriangleDecay2",
+    "TriangleExp",
     "WeightDecay",
     "WeightsError",
+    "accuracy",
     "activations",
     "adjust",
     "celu",
     "concat",
     "cpu",
     "destructure",
+    "early_stopping",
     "elu",
     "freeze",
     "gelu",
@@ -154,6 +204,7 @@ __all__ = [
     "init",
     "leakyrelu",
     "leaves",
+    "load_checkpoint",
     "load_state_dict",
     "load_weights",
     "logsigmoid",
@@ -165,10 +216,14 @@ __all__ = [
     "onehot",
     "params",
     "paths",
+    "patience",
+    "plateau",
     "random",
     "relu",
     "relu6",
+    "save_checkpoint",
     "save_weights",
+    "schedules",
     "selu",
     "setup",
     "sigmoid",
@@ -181,6 +236,7 @@ __all__ = [
     "testmode",
     "thaw",
     "to_device",
+    "train",
     "trainables",
     "trainmode",
     "update",
