@@ -1,3 +1,9 @@
-"""kiln_server: the FastAPI service, job queue and workers. Not built yet (issue 4)."""
+"""kiln_server: Kiln's training service (FastAPI app, job queue, worker API, CLI).
 
-__all__: list[str] = []
+``kiln-server serve`` runs it; ``create_app`` builds the ASGI app for other servers.
+"""
+
+from .app import create_app
+from .settings import Settings
+
+__all__ = ["Settings", "create_app"]

@@ -1,0 +1,1 @@
+"""The HTTP API: routers per resource under ``routes/``, shared dependencies in ``deps``."""

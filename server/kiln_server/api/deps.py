@@ -1,0 +1,114 @@
+"""Dependencies shared by the routers, as ``Annotated`` aliases.
+
+``SessionDep`` is one session per request, committed when the handler returns and before
+the response is sent (``scope="function"``), so a client that gets a 2xx can read what it
+wrote. Authentication ends its read transaction at once: on SQLite every transaction
+holds the write lock (db.py), and an upload must not hold it while its body streams in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from ..blobs import BlobStore, Staging, TooLargeError
+from ..models import Token, User
+from ..services import auth
+from ..settings import Settings
+
+__all__ = [
+    "AdminUser",
+    "BlobsDep",
+    "CurrentUser",
+    "CurrentWorkerToken",
+    "SessionDep",
+    "SettingsDep",
+    "receive",
+]
+
+_bearer = HTTPBearer(auto_error=False, description="a Kiln token: Authorization: Bearer kiln_…")
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_blobs(request: Request) -> BlobStore:
+    return request.app.state.blobs
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+
+
+def _authenticate(session: SessionDep,
+                  cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+                  ) -> tuple[User, Token]:
+    found = auth.authenticate(session, cred.credentials) if cred else None
+    session.commit()
+    if found is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+Authenticated = Annotated[tuple[User, Token], Depends(_authenticate)]
+
+
+def _user(found: Authenticated) -> User:
+    if found[1].worker:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a worker token reaches only /v1/worker")
+    return found[0]
+
+
+def _worker_token(found: Authenticated) -> Token:
+    if not found[1].worker:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the worker API needs a worker token "
+                            "(kiln-server token create --user NAME --worker)")
+    return found[1]
+
+
+CurrentUser = Annotated[User, Depends(_user)]
+CurrentWorkerToken = Annotated[Token, Depends(_worker_token)]
+
+
+def _admin(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only an admin may do this")
+    return user
+
+
+AdminUser = Annotated[User, Depends(_admin)]
+
+
+async def receive(request: Request, blobs: BlobStore, limit: int) -> Staging:
+    """Stream a request's body into blob staging (TooLargeError past ``limit``)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise TooLargeError(limit)  # refused before a byte is read
+    staged = blobs.staging(limit)
+    try:
+        async for chunk in request.stream():
+            staged.write(chunk)
+    except BaseException:
+        staged.discard()
+        raise
+    staged.close()
+    return staged

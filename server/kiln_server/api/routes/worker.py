@@ -1,0 +1,182 @@
+"""The worker API: how a worker process pulls and runs jobs. Worker tokens only.
+
+Contract (all bodies JSON unless said; ``Authorization: Bearer <worker token>``)::
+
+    POST /v1/worker/register          {name, device}            -> WorkerPublic (keep .id)
+    POST /v1/worker/claim             {worker_id}               -> 200 ClaimedJob | 204 none
+    GET  /v1/worker/blobs/{sha256}                              -> bytes (dataset, checkpoint)
+    --- every call below carries the claim's lease:  Kiln-Lease: <lease_token> ---
+    POST /v1/worker/jobs/{id}/heartbeat  {epoch, step}          -> HeartbeatReply
+    POST /v1/worker/jobs/{id}/steps      {epoch, first_step, losses}      -> 204
+    POST /v1/worker/jobs/{id}/epochs     {epochs: [EpochIn], step}        -> 204
+    POST /v1/worker/jobs/{id}/controls   {results: [{seq, status, epoch, step, reason}]} -> 204
+    PUT  /v1/worker/jobs/{id}/checkpoint?epoch=&step=  raw bytes (opaque)  -> 204
+    PUT  /v1/worker/jobs/{id}/weights    raw bytes (safetensors)            -> 204
+    PUT  /v1/worker/jobs/{id}/state      {tree}                              -> 204
+    POST /v1/worker/jobs/{id}/finish     {status, epoch, step, error}       -> 204
+
+The worker's loop:
+
+- **Claim** gives the job's spec (as submitted: model, optimiser, loss, data, batch size,
+  epochs, seed, schedule, stop, metrics), its datasets (fetch each blob by sha256 and
+  cache it), a ``lease_token`` valid for ``lease_expires_at``, and ``heartbeat_interval_s``.
+  If ``checkpoint`` is set, resume from it: load the blob (the bytes this worker's kind
+  uploaded), continue at ``checkpoint.step``, and re-apply, at the same step, every
+  control in ``controls`` that is ``applied`` with ``applied_step`` after the
+  checkpoint's step, so a resumed run equals an uninterrupted one.
+- **Heartbeat** every ``heartbeat_interval_s``: it renews the lease and returns
+  ``action`` (``continue``; ``pause``: checkpoint, upload, finish with ``paused``;
+  ``cancel``: finish with ``cancelled``) and the pending adjust/freeze/thaw controls in
+  ``seq`` order. The same control comes back on every heartbeat until it is reported, so
+  apply each ``seq`` once. Apply at the next step boundary: ``adjust(opt_state[path],
+  **hyper)``, ``freeze(opt_state[path])``, ``thaw(opt_state[path])`` (``path`` '' is the
+  whole state); report ``applied`` with the epoch and the first step trained under the
+  change, or ``rejected`` with the reason.
+- **Steps** are posted in batches (global steps count from 1); **epochs** after each epoch,
+  each with the learning rate per subtree and the frozen paths in force. Posting the
+  same step batch (same ``first_step``) or epoch again replaces it: a resumed job never
+  doubles a row.
+- **Checkpoint** each epoch (and before pausing), with the weights (safetensors, served to
+  users at /v1/jobs/{id}/weights) and the state tree (per path: rule, hyper-parameters,
+  frozen; served at /v1/jobs/{id}/state).
+- **Finish** with ``succeeded`` (upload final weights first), ``failed`` (``error`` says
+  why), ``cancelled``, or ``paused``.
+
+Any write whose lease is no longer current (expired, or the job was requeued and claimed
+again) gets **409** and changes nothing: stop working on that job at once. Bodies are
+validated like the user API (422 naming the field).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import FileResponse
+
+from ...errors import NotFoundError
+from ...schemas import (
+    ClaimedJob,
+    ClaimRequest,
+    ControlPublic,
+    ControlResults,
+    DatasetPublic,
+    EpochsIn,
+    Finish,
+    Heartbeat,
+    HeartbeatReply,
+    StateReport,
+    StepsIn,
+    WorkerPublic,
+    WorkerRegister,
+)
+from ...services import queue
+from ..deps import BlobsDep, CurrentWorkerToken, SessionDep, SettingsDep, receive
+
+router = APIRouter(prefix="/worker", tags=["worker"])
+
+Lease = Annotated[str, Header(alias="Kiln-Lease", description="the claim's lease_token")]
+_LEASE = {409: {"description": "the lease is no longer held; stop working on the job"}}
+_BYTES = {"requestBody": {"required": True, "content": {"application/octet-stream": {
+    "schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.post("/register", status_code=201)
+def register_worker(body: WorkerRegister, session: SessionDep,
+                    token: CurrentWorkerToken) -> WorkerPublic:
+    """Register a worker process and its device."""
+    return WorkerPublic.model_validate(queue.register(session, token, body))
+
+
+@router.post("/claim", response_model=ClaimedJob,
+             responses={204: {"description": "no job is queued"}})
+def claim_job(body: ClaimRequest, session: SessionDep, token: CurrentWorkerToken,
+              settings: SettingsDep) -> ClaimedJob | Response:
+    """Take the oldest queued job, with a lease (204 when the queue is empty)."""
+    worker = queue.worker_for(session, token, body.worker_id)
+    job = queue.claim(session, worker, settings.lease_s)
+    if job is None:
+        return Response(status_code=204)
+    datasets, controls = queue.claimed_context(session, job)
+    checkpoint = None if job.checkpoint_sha256 is None else {
+        "sha256": job.checkpoint_sha256, "epoch": job.checkpoint_epoch,
+        "step": job.checkpoint_step}
+    return ClaimedJob(
+        job_id=job.id, lease_token=job.lease_token, lease_expires_at=job.lease_expires_at,
+        heartbeat_interval_s=settings.heartbeat_interval_s, attempt=job.attempt, spec=job.spec,
+        datasets={i: DatasetPublic.model_validate(d) for i, d in datasets.items()},
+        checkpoint=checkpoint, controls=[ControlPublic.model_validate(c) for c in controls])
+
+
+@router.get("/blobs/{sha256}", response_class=FileResponse)
+def get_blob(sha256: str, token: CurrentWorkerToken, blobs: BlobsDep) -> FileResponse:
+    """A dataset or checkpoint by its sha256."""
+    try:
+        path = blobs.path(sha256)
+    except KeyError:
+        raise NotFoundError(f"no blob {sha256!r}") from None
+    if not path.is_file():
+        raise NotFoundError(f"no blob {sha256!r}")
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.post("/jobs/{job_id}/heartbeat", responses=_LEASE)
+def heartbeat(job_id: str, body: Heartbeat, lease: Lease, session: SessionDep,
+              token: CurrentWorkerToken, settings: SettingsDep) -> HeartbeatReply:
+    """Renew the lease; get pending controls and whether to pause or cancel."""
+    job, action, pending = queue.heartbeat(session, job_id, lease, body, settings.lease_s)
+    return HeartbeatReply(lease_expires_at=job.lease_expires_at, action=action,
+                          controls=[ControlPublic.model_validate(c) for c in pending])
+
+
+@router.post("/jobs/{job_id}/steps", status_code=204, responses=_LEASE)
+def post_steps(job_id: str, body: StepsIn, lease: Lease, session: SessionDep,
+               token: CurrentWorkerToken) -> None:
+    """Store a batch of per-step losses (idempotent on first_step)."""
+    queue.post_steps(session, job_id, lease, body)
+
+
+@router.post("/jobs/{job_id}/epochs", status_code=204, responses=_LEASE)
+def post_epochs(job_id: str, body: EpochsIn, lease: Lease, session: SessionDep,
+                token: CurrentWorkerToken) -> None:
+    """Store epoch rows (idempotent on the epoch number)."""
+    queue.post_epochs(session, job_id, lease, body)
+
+
+@router.post("/jobs/{job_id}/controls", status_code=204, responses=_LEASE)
+def report_controls(job_id: str, body: ControlResults, lease: Lease, session: SessionDep,
+                    token: CurrentWorkerToken) -> None:
+    """Report controls applied (with epoch and step) or rejected (with the reason)."""
+    queue.control_results(session, job_id, lease, body)
+
+
+@router.put("/jobs/{job_id}/checkpoint", status_code=204, responses=_LEASE,
+            openapi_extra=_BYTES)
+async def put_checkpoint(job_id: str, request: Request, lease: Lease, session: SessionDep,
+                         token: CurrentWorkerToken, blobs: BlobsDep, settings: SettingsDep,
+                         epoch: int = Query(ge=0), step: int = Query(ge=0)) -> None:
+    """Upload the job's checkpoint (opaque bytes the worker can resume from)."""
+    staged = await receive(request, blobs, settings.max_upload_bytes)
+    queue.put_blob(session, blobs, job_id, lease, "checkpoint", staged, epoch, step)
+
+
+@router.put("/jobs/{job_id}/weights", status_code=204, responses=_LEASE, openapi_extra=_BYTES)
+async def put_weights(job_id: str, request: Request, lease: Lease, session: SessionDep,
+                      token: CurrentWorkerToken, blobs: BlobsDep, settings: SettingsDep) -> None:
+    """Upload the job's current weights (safetensors)."""
+    staged = await receive(request, blobs, settings.max_upload_bytes)
+    queue.put_blob(session, blobs, job_id, lease, "weights", staged, 0, 0)
+
+
+@router.put("/jobs/{job_id}/state", status_code=204, responses=_LEASE)
+def put_state(job_id: str, body: StateReport, lease: Lease, session: SessionDep,
+              token: CurrentWorkerToken) -> None:
+    """Report the live optimiser tree."""
+    queue.put_state(session, job_id, lease, body.tree)
+
+
+@router.post("/jobs/{job_id}/finish", status_code=204, responses=_LEASE)
+def finish_job(job_id: str, body: Finish, lease: Lease, session: SessionDep,
+               token: CurrentWorkerToken) -> None:
+    """End this worker's hold on the job: succeeded, failed, cancelled or paused."""
+    queue.finish(session, job_id, lease, body)

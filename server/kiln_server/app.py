@@ -1,0 +1,92 @@
+"""The FastAPI application: routers, error handlers, and what runs beside them.
+
+On start the app opens the database, applies the migrations, makes sure the admin has a
+token (printing a newly generated one once), and starts the reaper, which returns jobs
+whose lease expired to the queue every ``reaper_interval_s`` (claims also reap first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+
+from . import migrate
+from .api.routes import datasets, jobs, system, worker
+from .blobs import BlobStore
+from .db import make_engine, make_sessionmaker, session_scope
+from .errors import install_handlers
+from .services import auth, queue
+from .settings import Settings
+
+__all__ = ["create_app", "prepare"]
+
+log = logging.getLogger("kiln_server")
+
+
+def prepare(settings: Settings) -> tuple[object, str | None]:
+    """Open and migrate the database and seed the admin: (engine, new admin token or None)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.url)
+    migrate.upgrade(engine)
+    with session_scope(make_sessionmaker(engine)) as session:
+        token = auth.seed_admin(session, settings.admin_token)
+    return engine, token
+
+
+async def _reaper(app: FastAPI) -> None:
+    while True:
+        await asyncio.sleep(app.state.settings.reaper_interval_s)
+        try:
+            reaped = await run_in_threadpool(_reap_once, app)
+        except Exception:  # the next round tries again; the claim path reaps too
+            log.exception("reaper: failed")
+            continue
+        if reaped:
+            log.info("reaper: returned %d job(s) with expired leases: %s", len(reaped), reaped)
+
+
+def _reap_once(app: FastAPI) -> list[str]:
+    with session_scope(app.state.sessions) as session:
+        return queue.reap(session)
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for ``settings`` (default: from KILN_* environment variables)."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine, token = await run_in_threadpool(prepare, settings)
+        if token is not None:
+            print(f"Kiln admin token (shown once, stored hashed): {token}", flush=True)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = make_sessionmaker(engine)
+        app.state.blobs = BlobStore(settings.blob_dir)
+        reaper = asyncio.create_task(_reaper(app))
+        yield
+        reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper
+        engine.dispose()
+
+    app = FastAPI(title="Kiln", version="0.1.0", lifespan=lifespan,
+                  description="Training as a service: submit jobs, steer them while they run.",
+                  generate_unique_id_function=_operation_id)
+    install_handlers(app)
+    v1 = APIRouter(prefix="/v1")
+    for module in (datasets, jobs, worker):
+        v1.include_router(module.router)
+    app.include_router(system.router)
+    app.include_router(v1)
+    return app

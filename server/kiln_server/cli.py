@@ -1,0 +1,137 @@
+"""``kiln-server``: serve, migrate, create tokens, run a worker.
+
+    kiln-server serve [--host H] [--port P] [--data-dir D] [--database-url URL] [--workers N]
+    kiln-server migrate [--data-dir D] [--database-url URL]
+    kiln-server token create --user NAME [--worker]
+    kiln-server worker --url URL --token TOKEN [--device cpu|cuda:N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .db import make_sessionmaker, session_scope
+from .settings import Settings
+
+__all__ = ["main"]
+
+#: The user that owns the tokens of the workers ``serve --workers N`` starts.
+LOCAL_WORKER_USER = "local-worker"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    return Settings(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app, prepare
+    from .services import auth
+
+    settings = _settings(args)
+    engine, token = prepare(settings)  # migrate before the workers start
+    url = f"http://{args.host}:{args.port}"
+    if token is not None:
+        print(f"Kiln admin token (shown once, stored hashed): {token}", flush=True)
+    workers = []
+    if args.workers:
+        with session_scope(make_sessionmaker(engine)) as session:
+            worker_token = auth.create_token(session, LOCAL_WORKER_USER, worker=True)
+        cmd = [sys.executable, "-m", "kiln_server", "worker", "--url", url]
+        env = {**os.environ, "KILN_WORKER_TOKEN": worker_token}
+        workers = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
+    engine.dispose()
+    print(f"Kiln is serving at {url} (docs at {url}/docs) with {args.workers} local "
+          f"worker(s)", flush=True)
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    finally:
+        for p in workers:
+            p.terminate()
+        for p in workers:
+            p.wait()
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from . import migrate
+    from .db import make_engine
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(make_engine(settings.url))
+    print(f"database at {settings.url} is up to date")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .app import prepare
+    from .services import auth
+
+    engine, _ = prepare(_settings(args))
+    with session_scope(make_sessionmaker(engine)) as session:
+        token = auth.create_token(session, args.user, worker=args.worker)
+    print(token)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from . import worker  # written separately; imported only when a worker is asked for
+
+    token = args.token or os.environ.get("KILN_WORKER_TOKEN")
+    if not token:
+        print("kiln-server worker: give --token or set KILN_WORKER_TOKEN", file=sys.stderr)
+        return 2
+    return worker.main(url=args.url, token=token, device=args.device) or 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kiln-server", description="Kiln's training service")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def storage(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data-dir", help="blobs and the SQLite database (KILN_DATA_DIR)")
+        sp.add_argument("--database-url", help="e.g. postgresql://… (KILN_DATABASE_URL)")
+
+    serve = sub.add_parser("serve", help="run the API server (and local workers)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="local workers (0 for none)")
+    storage(serve)
+    serve.set_defaults(run=_serve)
+
+    mig = sub.add_parser("migrate", help="apply the database migrations")
+    storage(mig)
+    mig.set_defaults(run=_migrate)
+
+    token = sub.add_parser("token", help="manage tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    create = tsub.add_parser("create", help="create a token and print it (once)")
+    create.add_argument("--user", required=True)
+    create.add_argument("--worker", action="store_true", help="a token for the worker API")
+    storage(create)
+    create.set_defaults(run=_token)
+
+    work = sub.add_parser("worker", help="run a worker that pulls jobs from a server")
+    work.add_argument("--url", required=True)
+    work.add_argument("--token", help="a worker token (or KILN_WORKER_TOKEN)")
+    work.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    work.set_defaults(run=_worker)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = _parser().parse_args(argv)
+    return args.run(args)

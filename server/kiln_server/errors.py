@@ -1,0 +1,67 @@
+"""The API's error shape, one for every 4xx.
+
+Every error body is FastAPI's: ``{"detail": "..."}`` for errors about a resource (401,
+403, 404, 409, and 413 for a body over its limit), and for invalid input (422) a list
+naming each bad field by its location, exactly as FastAPI reports a malformed request::
+
+    {"detail": [{"loc": ["body", "model", "layers", "enc", "layers", 0, "out"],
+                 "msg": "must be a positive integer; got 0", "type": "value_error"}]}
+
+So a client handles one shape whether pydantic or the engine found the problem.
+:class:`InvalidError` carries such a list from the service layer; engine errors (``SpecError``
+paths such as ``model.layers.enc.layers[0].out``) become locations with :func:`loc`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from .blobs import TooLargeError
+
+__all__ = ["ConflictError", "InvalidError", "NotFoundError", "install_handlers", "loc"]
+
+_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def loc(path: str, root: str = "body") -> list[str | int]:
+    """``'model.layers[0].out'`` -> ``['body', 'model', 'layers', 0, 'out']``."""
+    return [root, *(int(i) if i else name for name, i in _PART.findall(path))]
+
+
+class InvalidError(Exception):
+    """Input that passed the schema but not the server's checks: a 422 naming the field."""
+
+    def __init__(self, location: list[str | int], msg: str, kind: str = "value_error") -> None:
+        super().__init__(f"{'.'.join(map(str, location))}: {msg}")
+        self.errors = [{"loc": location, "msg": msg, "type": kind}]
+
+
+class NotFoundError(Exception):
+    """No such resource for this caller (another user's is not found either)."""
+
+
+class ConflictError(Exception):
+    """The resource is in a state that forbids the request (a 409): a finished job, a lost lease."""
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Map the service layer's exceptions to responses."""
+
+    @app.exception_handler(InvalidError)
+    async def _invalid(_: Request, exc: InvalidError) -> JSONResponse:
+        return JSONResponse({"detail": exc.errors}, status_code=422)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(TooLargeError)
+    async def _too_large(_: Request, exc: TooLargeError) -> JSONResponse:
+        return JSONResponse({"detail": f"the body is {exc}"}, status_code=413)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)

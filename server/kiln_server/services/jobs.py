@@ -1,0 +1,242 @@
+"""Jobs as their owners see them: submit, list, control, read logs.
+
+A user reaches only their own jobs: another user's id is a NotFoundError, exactly like an id
+that does not exist. Lifecycle controls (pause, resume, cancel) act at once on a job no
+worker holds; on a running job they are requests the worker's next heartbeat carries.
+Every control is a row numbered per job; rows are numbered under the job's row lock.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..errors import ConflictError, InvalidError, NotFoundError
+from ..models import (
+    ACTIVE,
+    Control,
+    ControlKind,
+    ControlStatus,
+    Dataset,
+    Epoch,
+    Job,
+    JobDataset,
+    JobStatus,
+    StepBatch,
+    User,
+    utcnow,
+)
+from ..schemas import ControlCreate, ControlPublic, EpochPublic, JobCreate
+from ..settings import Settings
+from .jobspec import check_control, check_job
+
+__all__ = [
+    "EventCursor",
+    "add_control",
+    "cancel",
+    "controls",
+    "create",
+    "epochs",
+    "get",
+    "list_",
+    "news",
+    "pause",
+    "resume",
+    "steps",
+]
+
+
+def create(session: Session, owner: User, spec: JobCreate, settings: Settings) -> Job:
+    """Validate and queue a job (InvalidError, and nothing stored, if any part is wrong)."""
+    refs = [spec.train.dataset] + ([spec.validation.dataset] if spec.validation else [])
+    datasets = {d.id: d for d in session.scalars(
+        select(Dataset).where(Dataset.id.in_(refs), Dataset.owner_id == owner.id))}
+    checked = check_job(spec, datasets, settings)
+    job = Job(owner_id=owner.id, name=spec.name, spec=spec.model_dump(mode="json"),
+              parameters=checked.parameters, paths=checked.paths)
+    session.add(job)
+    session.flush()
+    session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in checked.dataset_ids)
+    return job
+
+
+def _cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        when, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(when), job_id
+    except ValueError:
+        raise InvalidError(["query", "cursor"], "is not a cursor this server handed out") from None
+
+
+def list_(session: Session, owner: User, status: JobStatus | None, cursor: str | None,
+          limit: int) -> tuple[list[Job], str | None]:
+    """A page of the owner's jobs, newest first, and the cursor of the next page."""
+    q = select(Job).where(Job.owner_id == owner.id)
+    if status is not None:
+        q = q.where(Job.status == status)
+    if cursor:
+        when, job_id = _parse_cursor(cursor)
+        q = q.where((Job.created_at < when) | ((Job.created_at == when) & (Job.id < job_id)))
+    rows = list(session.scalars(q.order_by(Job.created_at.desc(), Job.id.desc())
+                                .limit(limit + 1)))
+    return rows[:limit], _cursor(rows[limit - 1]) if len(rows) > limit else None
+
+
+def get(session: Session, owner: User, job_id: str, *, lock: bool = False) -> Job:
+    """The owner's job (locked for update when ``lock``); NotFoundError otherwise."""
+    q = select(Job).where(Job.id == job_id)
+    job = session.scalar(q.with_for_update() if lock else q)
+    if job is None or job.owner_id != owner.id:
+        raise NotFoundError(f"no job {job_id!r}")
+    return job
+
+
+def _record(session: Session, job: Job, kind: ControlKind, *, path: str = "",
+            hyper: dict[str, Any] | None = None, done: bool = False) -> Control:
+    """A new control row with the job's next number (the caller holds the job's lock)."""
+    seq = (session.scalar(select(func.max(Control.seq)).where(Control.job_id == job.id)) or 0) + 1
+    control = Control(job_id=job.id, seq=seq, kind=kind, path=path, hyper=hyper or {})
+    if done:
+        control.status = ControlStatus.applied
+        control.applied_epoch, control.applied_step = job.epoch, job.step
+        control.resolved_at = utcnow()
+    session.add(control)
+    session.flush()
+    return control
+
+
+def _active(job: Job, action: str) -> None:
+    if job.status not in ACTIVE:
+        raise ConflictError(f"cannot {action} job {job.id!r}: it has finished ({job.status.value})")
+
+
+def add_control(session: Session, owner: User, job_id: str, body: ControlCreate,
+                settings: Settings) -> Control:
+    """Store an adjust/freeze/thaw for the worker to apply at its next step boundary."""
+    job = get(session, owner, job_id, lock=True)
+    _active(job, body.kind)
+    count = session.scalar(select(func.count()).where(Control.job_id == job.id))
+    if count >= settings.max_controls_per_job:
+        raise ConflictError(f"job {job_id!r} has {count} controls, the limit")
+    check_control(body.kind, body.path, body.hyper, job.paths, job.spec["optimiser"])
+    return _record(session, job, ControlKind(body.kind), path=body.path, hyper=body.hyper)
+
+
+def pause(session: Session, owner: User, job_id: str) -> Job:
+    """Pause: at once if no worker holds the job, else at the worker's next heartbeat."""
+    job = get(session, owner, job_id, lock=True)
+    _active(job, "pause")
+    if job.status == JobStatus.paused or job.requested is not None:
+        raise ConflictError(f"job {job_id!r} is already {job.requested or 'paused'}"
+                            f"{' (requested)' if job.requested else ''}")
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.paused
+        _record(session, job, ControlKind.pause, done=True)
+    else:
+        job.requested = "pause"
+        _record(session, job, ControlKind.pause)
+    return job
+
+
+def resume(session: Session, owner: User, job_id: str) -> Job:
+    """Put a paused job back in the queue; whichever worker claims it resumes it."""
+    job = get(session, owner, job_id, lock=True)
+    if job.status != JobStatus.paused:
+        raise ConflictError(f"cannot resume job {job_id!r}: it is {job.status.value}, not paused")
+    job.status, job.queued_at = JobStatus.queued, utcnow()
+    _record(session, job, ControlKind.resume, done=True)
+    return job
+
+
+def cancel(session: Session, owner: User, job_id: str) -> Job:
+    """Cancel: at once if no worker holds the job, else at the worker's next heartbeat."""
+    job = get(session, owner, job_id, lock=True)
+    _active(job, "cancel")
+    if job.status == JobStatus.running:
+        job.requested = "cancel"
+        _record(session, job, ControlKind.cancel)
+    else:
+        job.status, job.finished_at = JobStatus.cancelled, utcnow()
+        _record(session, job, ControlKind.cancel, done=True)
+    return job
+
+
+def controls(session: Session, owner: User, job_id: str) -> list[Control]:
+    get(session, owner, job_id)
+    return list(session.scalars(select(Control).where(Control.job_id == job_id)
+                                .order_by(Control.seq)))
+
+
+def epochs(session: Session, owner: User, job_id: str) -> list[Epoch]:
+    get(session, owner, job_id)
+    return list(session.scalars(select(Epoch).where(Epoch.job_id == job_id)
+                                .order_by(Epoch.epoch)))
+
+
+def steps(session: Session, owner: User, job_id: str, max_points: int
+          ) -> tuple[list[int], list[float | None], int]:
+    """Per-step losses as (first step, mean loss) of ``stride`` steps, at most ``max_points``."""
+    get(session, owner, job_id)
+    first: list[int] = []
+    losses: list[float | None] = []
+    for start, batch in session.execute(select(StepBatch.first_step, StepBatch.losses)
+                                        .where(StepBatch.job_id == job_id)
+                                        .order_by(StepBatch.first_step)):
+        first.extend(range(start, start + len(batch)))
+        losses.extend(batch)
+    stride = max(1, -(-len(losses) // max_points))
+    if stride == 1:
+        return first, losses, 1
+    points = []
+    for i in range(0, len(losses), stride):
+        finite = [v for v in losses[i:i + stride] if v is not None]
+        points.append(sum(finite) / len(finite) if finite else None)
+    return first[::stride], points, stride
+
+
+@dataclass
+class EventCursor:
+    """What an event stream has already sent."""
+
+    step_id: int = 0
+    epoch_id: int = 0
+    controls: dict[int, str] = field(default_factory=dict)  # seq -> status sent
+    status: str | None = None
+    epoch: int = -1
+
+
+def news(session: Session, owner: User, job_id: str, cursor: EventCursor
+         ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+    """Events since ``cursor`` (which it advances), and whether the job has finished."""
+    job = get(session, owner, job_id)
+    out: list[tuple[str, dict[str, Any]]] = []
+    for row in session.scalars(select(StepBatch).where(StepBatch.job_id == job_id,
+                                                       StepBatch.id > cursor.step_id)
+                               .order_by(StepBatch.id)):
+        out.append(("steps", {"epoch": row.epoch, "first_step": row.first_step,
+                              "losses": row.losses}))
+        cursor.step_id = row.id
+    for row in session.scalars(select(Epoch).where(Epoch.job_id == job_id,
+                                                   Epoch.id > cursor.epoch_id)
+                               .order_by(Epoch.id)):
+        out.append(("epoch", EpochPublic.model_validate(row).model_dump(mode="json")))
+        cursor.epoch_id = row.id
+    for c in session.scalars(select(Control).where(Control.job_id == job_id)
+                             .order_by(Control.seq)):
+        if cursor.controls.get(c.seq) != c.status.value:
+            out.append(("control", ControlPublic.model_validate(c).model_dump(mode="json")))
+            cursor.controls[c.seq] = c.status.value
+    if (job.status.value, job.epoch) != (cursor.status, cursor.epoch):
+        out.append(("status", {"status": job.status.value, "epoch": job.epoch,
+                               "step": job.step, "error": job.error}))
+        cursor.status, cursor.epoch = job.status.value, job.epoch
+    return out, job.status not in ACTIVE

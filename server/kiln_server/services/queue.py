@@ -1,0 +1,256 @@
+"""The queue as workers see it: register, claim, heartbeat, report, finish; and the reaper.
+
+The claim is one statement (after procrastinate): pick the oldest queued job ``FOR
+UPDATE SKIP LOCKED`` and mark it running ``UPDATE … RETURNING``. On PostgreSQL two
+claimers skip each other's locked rows, and the ``status = 'queued'`` re-check in the
+outer WHERE holds a row another transaction took between pick and update. SQLAlchemy
+renders no ``FOR UPDATE`` on SQLite, where the single UPDATE is atomic anyway (and
+writers are serialised by ``BEGIN IMMEDIATE``, see db.py).
+
+Every write for a job carries the lease token of its claim. :func:`_leased` locks the
+job's row and compares the token and the expiry, so a worker that stalled past its lease
+(and whose job the reaper requeued, or another worker claimed) is refused with a
+ConflictError and changes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import Session
+
+from ..blobs import BlobStore, Staging
+from ..errors import ConflictError, InvalidError, NotFoundError
+from ..models import (
+    Control,
+    ControlKind,
+    ControlStatus,
+    Dataset,
+    Epoch,
+    Job,
+    JobDataset,
+    JobStatus,
+    StepBatch,
+    Token,
+    Worker,
+    utcnow,
+)
+from ..schemas import ControlResults, EpochsIn, Finish, Heartbeat, StepsIn, WorkerRegister
+
+__all__ = [
+    "claim",
+    "claimed_context",
+    "control_results",
+    "finish",
+    "heartbeat",
+    "post_epochs",
+    "post_steps",
+    "put_blob",
+    "put_state",
+    "reap",
+    "register",
+    "worker_for",
+]
+
+_LIFECYCLE = (ControlKind.pause, ControlKind.cancel)
+
+
+def register(session: Session, token: Token, body: WorkerRegister) -> Worker:
+    worker = Worker(token_id=token.id, name=body.name, device=body.device)
+    session.add(worker)
+    session.flush()
+    return worker
+
+
+def worker_for(session: Session, token: Token, worker_id: str) -> Worker:
+    """The worker registered with this token; NotFoundError for any other id."""
+    worker = session.get(Worker, worker_id)
+    if worker is None or worker.token_id != token.id:
+        raise NotFoundError(f"no worker {worker_id!r} registered with this token")
+    return worker
+
+
+def _resolve_lifecycle(session: Session, job_ids: Iterable[str], kinds: Iterable[ControlKind],
+                       status: ControlStatus, epoch: int | None, step: int | None,
+                       reason: str | None = None) -> None:
+    """Mark the pending controls of ``kinds`` on these jobs resolved."""
+    session.execute(update(Control).where(
+        Control.job_id.in_(list(job_ids)), Control.kind.in_(list(kinds)),
+        Control.status == ControlStatus.pending,
+    ).values(status=status, applied_epoch=epoch, applied_step=step, reason=reason,
+             resolved_at=utcnow()))
+
+
+def reap(session: Session, now: datetime | None = None) -> list[str]:
+    """Return running jobs whose lease expired to the queue (or to paused / cancelled when
+    that was requested); the ids of the jobs reaped."""
+    now = now or utcnow()
+    rows = session.execute(update(Job).where(
+        Job.status == JobStatus.running, Job.lease_expires_at < now,
+    ).values(
+        status=case((Job.requested == "cancel", JobStatus.cancelled.value),
+                    (Job.requested == "pause", JobStatus.paused.value),
+                    else_=JobStatus.queued.value),
+        finished_at=case((Job.requested == "cancel", now), else_=Job.finished_at),
+        requested=None, lease_token=None, lease_expires_at=None, worker_id=None,
+    ).returning(Job.id, Job.status), execution_options={"synchronize_session": False}).all()
+    for status in (JobStatus.paused, JobStatus.cancelled):
+        ids = [i for i, s in rows if s == status]
+        if ids:
+            _resolve_lifecycle(session, ids, _LIFECYCLE, ControlStatus.applied, None, None,
+                               "applied when the worker's lease expired")
+    return [i for i, _ in rows]
+
+
+def claim(session: Session, worker: Worker, lease_s: float) -> Job | None:
+    """Atomically take the oldest queued job for ``worker``, with a new lease; None if none."""
+    now = utcnow()
+    reap(session, now)
+    pick = (select(Job.id).where(Job.status == JobStatus.queued)
+            .order_by(Job.queued_at, Job.id).limit(1)
+            .with_for_update(skip_locked=True).scalar_subquery())
+    job = session.scalars(update(Job).where(Job.id == pick, Job.status == JobStatus.queued)
+                          .values(status=JobStatus.running, worker_id=worker.id,
+                                  lease_token=secrets.token_hex(16),
+                                  lease_expires_at=now + timedelta(seconds=lease_s),
+                                  attempt=Job.attempt + 1, updated_at=now,
+                                  started_at=case((Job.started_at.is_(None), now),
+                                                  else_=Job.started_at))
+                          .returning(Job),
+                          execution_options={"synchronize_session": False}).first()
+    worker.last_seen_at = now
+    return job
+
+
+def claimed_context(session: Session, job: Job) -> tuple[dict[str, Dataset], list[Control]]:
+    """The datasets and every control of a claimed job, for the claim's reply."""
+    datasets = session.scalars(select(Dataset).join(JobDataset, JobDataset.dataset_id ==
+                                                    Dataset.id).where(JobDataset.job_id == job.id))
+    controls = session.scalars(select(Control).where(Control.job_id == job.id)
+                               .order_by(Control.seq))
+    return {d.id: d for d in datasets}, list(controls)
+
+
+def _leased(session: Session, job_id: str, lease: str) -> Job:
+    """The job, row-locked, if ``lease`` is its current, unexpired lease; ConflictError if not."""
+    job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+    if job is None:
+        raise NotFoundError(f"no job {job_id!r}")
+    if (job.status != JobStatus.running or job.lease_token is None
+            or not secrets.compare_digest(job.lease_token, lease)
+            or job.lease_expires_at < utcnow()):
+        raise ConflictError(f"the lease on job {job_id!r} is no longer held (the job is "
+                            f"{job.status.value}); stop working on it")
+    return job
+
+
+def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_s: float
+              ) -> tuple[Job, str, list[Control]]:
+    """Renew the lease; what the worker should do, and the controls it has yet to apply."""
+    job = _leased(session, job_id, lease)
+    now = utcnow()
+    job.lease_expires_at = now + timedelta(seconds=lease_s)
+    job.epoch, job.step = body.epoch, body.step
+    if job.worker_id:
+        session.execute(update(Worker).where(Worker.id == job.worker_id)
+                        .values(last_seen_at=now))
+    pending = session.scalars(select(Control).where(
+        Control.job_id == job.id, Control.status == ControlStatus.pending,
+        Control.kind.not_in(_LIFECYCLE)).order_by(Control.seq))
+    return job, job.requested or "continue", list(pending)
+
+
+def post_steps(session: Session, job_id: str, lease: str, body: StepsIn) -> None:
+    """Store a batch of step losses; a batch posted again (after a resume) replaces itself."""
+    job = _leased(session, job_id, lease)
+    row = session.scalar(select(StepBatch).where(StepBatch.job_id == job.id,
+                                                 StepBatch.first_step == body.first_step))
+    if row is None:
+        session.add(StepBatch(job_id=job.id, epoch=body.epoch, first_step=body.first_step,
+                              losses=body.losses))
+    else:
+        row.epoch, row.losses = body.epoch, body.losses
+    job.step = max(job.step, body.first_step + len(body.losses) - 1)
+
+
+def post_epochs(session: Session, job_id: str, lease: str, body: EpochsIn) -> None:
+    """Store epoch rows, one per (job, epoch): a reposted epoch overwrites, never doubles."""
+    job = _leased(session, job_id, lease)
+    existing = {e.epoch: e for e in session.scalars(select(Epoch).where(
+        Epoch.job_id == job.id, Epoch.epoch.in_([e.epoch for e in body.epochs])))}
+    for e in body.epochs:
+        row = existing.get(e.epoch) or Epoch(job_id=job.id, epoch=e.epoch)
+        for k, v in e.model_dump().items():
+            setattr(row, k, v)
+        session.add(row)
+    job.epoch = max(job.epoch, *(e.epoch for e in body.epochs))
+    job.step = max(job.step, body.step)
+
+
+def control_results(session: Session, job_id: str, lease: str, body: ControlResults) -> None:
+    """Mark controls applied (with the epoch and step) or rejected (with the reason)."""
+    job = _leased(session, job_id, lease)
+    seqs = [r.seq for r in body.results]
+    by_seq = {c.seq: c for c in session.scalars(select(Control).where(
+        Control.job_id == job.id, Control.seq.in_(seqs)))}
+    for i, r in enumerate(body.results):
+        control = by_seq.get(r.seq)
+        if control is None or control.kind in _LIFECYCLE:
+            raise InvalidError(["body", "results", i, "seq"], f"job {job_id!r} has no adjust, "
+                               f"freeze or thaw control {r.seq}")
+        if control.status != ControlStatus.pending:
+            continue  # reported again after a retry: the first report stands
+        if r.status == "applied" and (r.epoch is None or r.step is None):
+            raise InvalidError(["body", "results", i],
+                               "an applied control needs its epoch and step")
+        control.status = ControlStatus(r.status)
+        control.applied_epoch, control.applied_step = r.epoch, r.step
+        control.reason, control.resolved_at = r.reason, utcnow()
+
+
+def put_blob(session: Session, blobs: BlobStore, job_id: str, lease: str, kind: str,
+             staged: Staging, epoch: int, step: int) -> str:
+    """Keep an uploaded checkpoint or the job's weights; the blob's sha256."""
+    try:
+        job = _leased(session, job_id, lease)
+    except ConflictError:
+        staged.discard()
+        raise
+    sha = blobs.commit(staged)
+    if kind == "checkpoint":
+        job.checkpoint_sha256, job.checkpoint_epoch, job.checkpoint_step = sha, epoch, step
+    else:
+        job.weights_sha256 = sha
+    return sha
+
+
+def put_state(session: Session, job_id: str, lease: str, tree: dict[str, Any]) -> None:
+    _leased(session, job_id, lease).state = tree
+
+
+def finish(session: Session, job_id: str, lease: str, body: Finish) -> Job:
+    """End the worker's hold on a job: finished, failed, cancelled, or paused (to resume)."""
+    job = _leased(session, job_id, lease)
+    now = utcnow()
+    job.status = JobStatus(body.status)
+    job.epoch, job.step = body.epoch, body.step
+    job.error = body.error if body.status == "failed" else None
+    job.requested = None
+    job.lease_token = job.lease_expires_at = job.worker_id = None
+    if body.status != "paused":
+        job.finished_at = now
+        _resolve_lifecycle(session, [job.id], [ControlKind.adjust, ControlKind.freeze,
+                                               ControlKind.thaw], ControlStatus.rejected,
+                           None, None, f"the job {body.status} before the control applied")
+    applied = {"paused": [ControlKind.pause],
+               "cancelled": [ControlKind.cancel, ControlKind.pause]}.get(body.status, [])
+    if applied:
+        _resolve_lifecycle(session, [job.id], applied, ControlStatus.applied, body.epoch,
+                           body.step)
+    _resolve_lifecycle(session, [job.id], _LIFECYCLE, ControlStatus.rejected, None, None,
+                       f"the job {body.status} first")
+    return job

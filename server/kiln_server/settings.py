@@ -1,0 +1,68 @@
+"""The server's configuration: one Settings class, read from ``KILN_*`` environment variables.
+
+Every limit the server enforces is a field here, so a deployment tunes it in one place
+(``KILN_MAX_UPLOAD_BYTES=...``) and the tests can shrink it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+#: Tokens a deployment must never run with (copied from examples and docs).
+_REFUSED_SECRETS = frozenset({"changeme", "change-me", "secret", "admin", "password", "token"})
+
+
+class Settings(BaseSettings):
+    """Where the server keeps its data, and every limit it enforces."""
+
+    model_config = SettingsConfigDict(env_prefix="KILN_", extra="ignore")
+
+    data_dir: Path = Path("kiln-data")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite at <data_dir>/kiln.db")
+    admin_token: str | None = Field(
+        None, description="the first admin's token; generated and printed once when unset")
+
+    max_upload_bytes: int = Field(1 << 30, gt=0)
+    max_parameters: int = Field(100_000_000, gt=0)
+    max_model_bytes: int = Field(8 << 30, gt=0, description="estimated training memory")
+    max_batch_size: int = Field(65_536, gt=0)
+    max_epochs: int = Field(100_000, gt=0)
+    max_controls_per_job: int = Field(10_000, gt=0)
+    max_body_bytes: int = Field(16 << 20, gt=0, description="JSON bodies and state reports")
+    lease_s: float = Field(30.0, gt=0, description="a claim's lease; heartbeats renew it")
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="told to workers at claim")
+    reaper_interval_s: float = Field(5.0, gt=0)
+    page_size: int = Field(50, gt=0)
+    max_page_size: int = Field(500, gt=0)
+    max_step_points: int = Field(2000, gt=0, description="steps returned after downsampling")
+    events_poll_s: float = Field(0.5, gt=0, description="how often an SSE stream looks for news")
+
+    @field_validator("admin_token")
+    @classmethod
+    def _refuse_default_secret(cls, v: str | None) -> str | None:
+        if v is not None and (v.lower() in _REFUSED_SECRETS or len(v) < 16):
+            raise ValueError("KILN_ADMIN_TOKEN must be a random string of at least 16 "
+                             "characters, not a placeholder such as 'changeme'")
+        return v
+
+    @property
+    def url(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'kiln.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings (read once)."""
+    return Settings()

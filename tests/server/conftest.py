@@ -1,0 +1,183 @@
+"""Fixtures for the server tests: a real uvicorn server on 127.0.0.1, users, data, PostgreSQL.
+
+One server per test session (``kiln-server serve`` in a subprocess on a free port, with a
+temporary data directory and SQLite file, short leases so expiry tests are quick). Each
+test gets its own user through the admin's token API, so tests never see each other's
+jobs or datasets.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
+LEASE_S = 1.5
+MAX_UPLOAD_BYTES = 2_000_000
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running ``kiln-server serve`` and how to reach it."""
+
+    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        env = {**os.environ, "KILN_ADMIN_TOKEN": ADMIN_TOKEN, "KILN_LEASE_S": str(LEASE_S),
+               "KILN_REAPER_INTERVAL_S": "0.3", "KILN_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+               "KILN_MAX_PARAMETERS": "10000000", "KILN_EVENTS_POLL_S": "0.1"}
+        cmd = [sys.executable, "-m", "kiln_server", "serve", "--port", str(self.port),
+               "--workers", "0", "--data-dir", str(data_dir)]
+        if database_url:
+            cmd += ["--database-url", database_url]
+        self.log = open(data_dir / "server.log", "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{(data_dir / 'server.log').read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not become healthy in 30 s")
+
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"},
+                            timeout=30)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("kiln-server"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def admin(server: Server) -> Iterator[httpx.Client]:
+    with server.client(ADMIN_TOKEN) as c:
+        yield c
+
+
+@pytest.fixture
+def make_client(server: Server, admin: httpx.Client) -> Callable[..., httpx.Client]:
+    """``make_client(worker=False)``: a client with a token of a new user of its own."""
+    def make(worker: bool = False) -> httpx.Client:
+        r = admin.post("/v1/tokens", json={"user": "u" + secrets.token_hex(6), "worker": worker})
+        assert r.status_code == 201, r.text
+        return server.client(r.json()["token"])
+    return make
+
+
+@pytest.fixture
+def user(make_client: Callable[..., httpx.Client]) -> httpx.Client:
+    return make_client()
+
+
+@pytest.fixture
+def other_user(make_client: Callable[..., httpx.Client]) -> httpx.Client:
+    return make_client()
+
+
+@pytest.fixture
+def worker(make_client: Callable[..., httpx.Client]) -> httpx.Client:
+    return make_client(worker=True)
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def digits() -> dict[str, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return {"x": (d.data / 16).astype(np.float32), "y": d.target.astype(np.int64)}
+
+
+@pytest.fixture(scope="session")
+def digits_npz(digits: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "digits.npz"
+    np.savez(path, **digits)
+    return path
+
+
+def upload(client: httpx.Client, content: bytes, name: str = "data") -> httpx.Response:
+    return client.post("/v1/datasets", params={"name": name}, content=content,
+                       headers={"Content-Type": "application/octet-stream"})
+
+
+@pytest.fixture
+def dataset_id(user: httpx.Client, digits_npz: Path) -> str:
+    r = upload(user, digits_npz.read_bytes(), "digits")
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def mlp_job(dataset_id: str, **changes: object) -> dict:
+    """A valid job: Chain(enc=Dense(64->32, relu), dec=Dense(32->10)) with Adam on digits."""
+    job = {
+        "model": {"type": "Chain", "layers": {
+            "enc": {"type": "Dense", "in": 64, "out": 32, "activation": "relu"},
+            "dec": {"type": "Dense", "in": 32, "out": 10}}},
+        "optimiser": {"rule": "Adam", "eta": 0.001},
+        "loss": "logitcrossentropy",
+        "train": {"dataset": dataset_id, "x": "x", "y": "y"},
+        "validation": {"dataset": dataset_id, "x": "x", "y": "y"},
+        "batch_size": 64, "epochs": 3, "seed": 1, "metrics": ["loss", "accuracy"],
+        "stop": {"metric": "val_accuracy", "at_least": 0.95},
+    }
+    job.update(changes)
+    return job
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    import psycopg
+
+    name = "kiln_test_" + secrets.token_hex(6)
+    try:
+        admin_conn = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        if os.environ.get("KILN_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"KILN_REQUIRE_POSTGRES=1 but PostgreSQL is unreachable: {e}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {e}")
+    with admin_conn:
+        admin_conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        finally:
+            admin_conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
