@@ -88,8 +88,9 @@ def _capture(trainer: Trainer) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 def _apply(trainer: Trainer, tensors: dict[str, np.ndarray], meta: Any) -> None:
-    """Put a captured checkpoint into ``trainer``; raises before the first change on a
-    mismatch it can see up front (model arrays, optimiser tree, format)."""
+    """Put a captured checkpoint into ``trainer``. The model's arrays are checked (and
+    a mismatch reported by path) before anything changes; a later error may leave the
+    trainer half loaded, which :func:`checkpoint_from_bytes` undoes."""
     check_keys(meta, "checkpoint", {"format", "version", "model", "optimiser", "trainer", "rng"},
                ("format", "version", "model", "optimiser", "trainer", "rng"))
     if meta["format"] != FORMAT or meta["version"] != VERSION:
@@ -101,6 +102,7 @@ def _apply(trainer: Trainer, tensors: dict[str, np.ndarray], meta: Any) -> None:
             raise CheckpointError(f"the checkpoint ties model path {alias!r} to {target!r}, "
                                   "which it does not hold")
         weights[alias] = weights[target]
+    load_state_dict(trainer.model, weights)  # checks every path, shape and dtype first
     opt_arrays = {k[len("optimiser/"):]: v for k, v in tensors.items()
                   if k.startswith("optimiser/")}
     try:
@@ -117,7 +119,6 @@ def _apply(trainer: Trainer, tensors: dict[str, np.ndarray], meta: Any) -> None:
     if set(saved_rngs) != set(generators):
         raise CheckpointError(f"the checkpoint has layer generators at {sorted(saved_rngs)}; "
                               f"this model has them at {sorted(generators)}")
-    load_state_dict(trainer.model, weights)  # checks every path, shape and dtype first
     done: set[int] = set()
     for path, leaf in current.items():  # in place: references to the state stay valid
         if id(leaf) not in done:

@@ -1,0 +1,210 @@
+"""Checkpoints: resumed mid-epoch in a new process, bit for bit; contents; clear refusals.
+
+Run as a script, this file is the resuming process:
+``python test_checkpoint.py CHECKPOINT STEPS OUT`` loads CHECKPOINT into a freshly built
+trainer, takes STEPS steps and writes the weights and the history to OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from kiln_engine import (
+    Adam,
+    Chain,
+    CheckpointError,
+    DataLoader,
+    Dense,
+    Dropout,
+    Exp,
+    Interpolator,
+    OptimiserChain,
+    ReduceOnPlateau,
+    SpecError,
+    Trainer,
+    WeightDecay,
+    WeightsError,
+    accuracy,
+    early_stopping,
+    load_checkpoint,
+    losses,
+    relu,
+    save_checkpoint,
+    save_weights,
+    setup,
+    state_dict,
+)
+from kiln_engine import random as kiln_random
+from kiln_engine.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes
+from kiln_engine.serialise import weights_from_bytes, weights_to_bytes
+
+
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.data / 16.0).astype(np.float32), d.target.astype(np.int64)
+
+
+def build(hidden=32, batchsize=32, seed=0):
+    """The trainer both processes build: dropout (kiln's global generator), a shuffled
+    loader, WeightDecay+Adam, a per-epoch schedule on dec, ReduceOnPlateau on enc and
+    an early-stopping criterion (all of which carry state a resume must restore)."""
+    x, y = digits()
+    kiln_random.seed(seed)
+    model = Chain(enc=Chain(Dense(64, hidden, relu), Dropout(0.1)), dec=Chain(Dense(hidden, 10)))
+    loader = DataLoader((x[:1400], y[:1400]), batchsize=batchsize, shuffle=True, rng=seed)
+    return Trainer(lambda m, xb, yb: losses.logitcrossentropy(m(xb), yb), model,
+                   setup(OptimiserChain(WeightDecay(1e-4), Adam(1e-3)), model), loader,
+                   validation=(x[1400:], y[1400:]), metrics={"accuracy": accuracy},
+                   schedules=[("layers.dec", Interpolator(Exp(start=2e-3, decay=0.8),
+                                                          len(loader))),
+                              ("layers.enc", ReduceOnPlateau(1e-3, patience=0, factor=0.5,
+                                                             mode="max", metric="val_loss"))],
+                   stop=[early_stopping(lambda r: r.metrics["val_accuracy"], 50,
+                                        distance=lambda best, s: s - best)])
+
+
+def steer(trainer, n):
+    """``n`` steps with controls along the way, as a worker would apply them."""
+    for _ in range(n):
+        record = trainer.step()
+        if record.step == 30:
+            trainer.freeze("layers.enc")
+        if record.step == 50:
+            trainer.thaw("layers.enc")
+            trainer.adjust("layers.dec.layers.0.bias", 5e-4)
+
+
+def history(trainer):
+    """The epoch records without their timings (which no two runs share)."""
+    return [{k: v for k, v in r.to_dict().items() if k not in ("seconds", "samples_per_s")}
+            for r in trainer.history]
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_resumed_in_a_new_process_mid_epoch_is_bit_identical(tmp_path):
+    trainer = build()
+    steer(trainer, 100)  # 44 batches per epoch: mid-way through epoch 3
+    assert trainer.loader.position == 12 and trainer.epoch == 3
+    path = tmp_path / "mid.safetensors"
+    save_checkpoint(trainer, path)
+    steer(trainer, 60)  # the uninterrupted run goes on: 160 steps in all
+    out = tmp_path / "resumed.safetensors"
+    proc = subprocess.run([sys.executable, __file__, str(path), "60", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    blob = out.read_bytes()
+    resumed = weights_from_bytes(blob)
+    assert same_weights(state_dict(trainer.model), resumed)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["history"] == json.loads(json.dumps(history(trainer)))
+    assert meta["steps"] == trainer.steps == 160 and meta["epoch"] == trainer.epoch == 4
+
+
+@pytest.mark.parametrize("steps", [57, 88], ids=["mid-epoch", "epoch-boundary"])
+def test_resumed_in_process_is_bit_identical(steps):
+    a = build()
+    steer(a, steps)
+    blob = checkpoint_to_bytes(a)
+    steer(a, 70)
+    b = build()
+    steer(b, 5)  # whatever it did before loading is overwritten
+    checkpoint_from_bytes(b, blob)
+    steer(b, 70)
+    assert same_weights(state_dict(a.model), state_dict(b.model))
+    assert history(a) == history(b)
+    assert a.controls.state() == b.controls.state()
+
+
+def test_the_checkpoint_holds_everything_in_force():
+    a = build()
+    steer(a, 60)
+    b = build()
+    saved_rng = kiln_random.default_rng().bit_generator.state
+    blob = checkpoint_to_bytes(a)
+    kiln_random.default_rng().random(10)
+    checkpoint_from_bytes(b, blob)
+    assert kiln_random.default_rng().bit_generator.state == saved_rng
+    assert same_weights(state_dict(a.model), state_dict(b.model))
+    leaves_a = a.controls.in_force()
+    assert leaves_a == b.controls.in_force()
+    assert leaves_a["layers.dec.layers.0.bias"]["scheduled"] == {}  # adjusted at step 50
+    assert leaves_a["layers.dec.layers.0.weight"]["scheduled"] == {"eta": "layers.dec"}
+    assert "eta=0.0005" in leaves_a["layers.dec.layers.0.bias"]["rule"]
+    opt_a = a.opt_state.layers.enc.layers[0].weight
+    opt_b = b.opt_state.layers.enc.layers[0].weight
+    assert opt_a.rule == opt_b.rule and opt_a.frozen == opt_b.frozen
+    m_a, v_a, pows_a = opt_a.state[1]
+    m_b, v_b, pows_b = opt_b.state[1]
+    assert np.array_equal(m_a, m_b) and np.array_equal(v_a, v_b) and pows_a == pows_b
+    assert m_b is not m_a and m_b.dtype == np.float32 and type(pows_b[0]) is np.float32
+    assert b.state() == a.state()
+    assert b.loader.state() == a.loader.state() and a.loader.state()["position"] == 16
+
+
+def test_file_round_trip_is_atomic(tmp_path):
+    a = build()
+    steer(a, 10)
+    path = tmp_path / "ck.safetensors"
+    save_checkpoint(a, path)
+    assert os.listdir(tmp_path) == ["ck.safetensors"]
+    b = build()
+    load_checkpoint(b, path)
+    assert b.steps == 10 and same_weights(state_dict(a.model), state_dict(b.model))
+
+
+def snapshot(trainer):
+    return ({k: v.copy() for k, v in state_dict(trainer.model).items()}, trainer.state())
+
+
+@pytest.mark.parametrize("other, error, words", [
+    (lambda: build(hidden=16), WeightsError,
+     "layers.enc.layers.0.weight: expected shape (16, 64) float32; found shape (32, 64)"),
+    (lambda: build(batchsize=16), SpecError, "checkpoint.trainer.loader.batchsize"),
+])
+def test_a_checkpoint_that_does_not_fit_is_refused_changing_nothing(other, error, words):
+    a = build()
+    steer(a, 20)
+    blob = checkpoint_to_bytes(a)
+    b = other()
+    steer(b, 3)
+    before = snapshot(b)
+    with pytest.raises(error) as info:
+        checkpoint_from_bytes(b, blob)
+    assert words in str(info.value)
+    after = snapshot(b)
+    assert same_weights(before[0], after[0]) and before[1] == after[1]
+    steer(b, 1)  # and it trains on as before
+
+
+def test_files_that_are_not_checkpoints_are_refused():
+    b = build()
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        checkpoint_from_bytes(b, b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="without Kiln checkpoint metadata"):
+        checkpoint_from_bytes(b, weights_to_bytes(b.model))
+    with pytest.raises(TypeError, match="needs a Trainer"):
+        checkpoint_to_bytes(b.model)
+
+
+def _resume(checkpoint: str, steps: int, out: str) -> None:
+    trainer = build()
+    load_checkpoint(trainer, checkpoint)
+    steer(trainer, steps)
+    save_weights(trainer.model, out)
+    with open(os.path.splitext(out)[0] + ".json", "w") as f:
+        json.dump({"history": history(trainer), "steps": trainer.steps,
+                   "epoch": trainer.epoch}, f)
+
+
+if __name__ == "__main__":
+    _resume(sys.argv[1], int(sys.argv[2]), sys.argv[3])
