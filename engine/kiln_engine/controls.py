@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._spec import SpecError, check_keys, get_int, join
-from ._tree import children, getpath
+from ._tree import PathError, children, getpath
 from .optimisers import OptimiserChain, StateTree, adjust, freeze, thaw
 from .optimisers.interface import Leaf, leaves_of
 from .schedules import ReduceOnPlateau, Schedule
@@ -201,6 +201,13 @@ class Controls:
             schedule = Schedule.from_spec(entry["schedule"], join(where, "schedule"))
             if isinstance(schedule, ReduceOnPlateau) and "observed" in entry:
                 schedule.load_state(entry["observed"])
+            try:
+                getpath(self.opt_state, entry["path"])
+            except PathError as e:
+                raise SpecError(join(where, "path"), str(e)) from None
+            if not isinstance(entry["field"], str) or not entry["field"]:
+                raise SpecError(join(where, "field"), f"must be a hyper-parameter name such as "
+                                f"'eta'; got {entry['field']!r}")
             b = Binding(entry["path"], entry["field"], schedule,
                         get_int(entry, "start", where, minimum=0))
             drives = entry["drives"]

@@ -196,6 +196,49 @@ def test_files_that_are_not_checkpoints_are_refused():
         checkpoint_to_bytes(b.model)
 
 
+def test_tied_weights_stay_tied_and_resume_exactly():
+    x, y = digits()
+
+    def tied():
+        kiln_random.seed(1)
+        first, second = Dense(64, 64, relu), Dense(64, 64, relu)
+        second.weight = first.weight
+        model = Chain(first, second, Dense(64, 10))
+        return Trainer(lambda m, xb, yb: losses.logitcrossentropy(m(xb), yb), model,
+                       setup(Adam(1e-3), model), DataLoader((x, y), batchsize=64, shuffle=True))
+
+    a = tied()
+    steer(a, 7)
+    blob = checkpoint_to_bytes(a)
+    steer(a, 9)
+    b = tied()
+    checkpoint_from_bytes(b, blob)
+    steer(b, 9)
+    assert b.model.layers[0].weight is b.model.layers[1].weight
+    assert b.opt_state.layers[0].weight is b.opt_state.layers[1].weight
+    assert same_weights(state_dict(a.model), state_dict(b.model))
+
+
+@pytest.mark.parametrize("change, path", [
+    (lambda c: c[0].update(drives=["layers.enc.layers.9.weight"]), "controls[0].drives"),
+    (lambda c: c[1]["schedule"].update(factor=3), "controls[1].schedule.factor"),
+    (lambda c: c[0].update(start=-1), "controls[0].start"),
+    (lambda c: c[0].pop("field"), "controls[0].field"),
+    (lambda c: c[0].update(field=3), "controls[0].field"),
+    (lambda c: c[0].update(path="layers.nope"), "controls[0].path"),
+])
+def test_schedules_in_force_are_checked_on_load(change, path):
+    a = build()
+    steer(a, 3)
+    before = a.controls.state()
+    saved = json.loads(json.dumps(before))
+    change(saved)
+    with pytest.raises(SpecError) as info:
+        a.controls.load_state(saved)
+    assert info.value.path == path
+    assert a.controls.state() == before  # nothing was taken in
+
+
 def _resume(checkpoint: str, steps: int, out: str) -> None:
     trainer = build()
     load_checkpoint(trainer, checkpoint)
