@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -89,23 +90,19 @@ def _enum(cls: type[enum.Enum]) -> Enum:
     return Enum(cls, native_enum=False, length=16, values_callable=lambda c: [m.value for m in c])
 
 
-class Tz(DateTime):
-    """A timezone-aware timestamp that SQLite (which drops the zone) hands back as UTC."""
+class Tz(TypeDecorator):
+    """A timezone-aware UTC timestamp, also on SQLite (which drops the zone on the way in)."""
 
+    impl = DateTime(timezone=True)
     cache_ok = True
 
-    def __init__(self) -> None:
-        super().__init__(timezone=True)
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.astimezone(UTC) if value is not None and value.tzinfo else value
 
-    def result_processor(self, dialect: Any, coltype: Any) -> Any:
-        inner = super().result_processor(dialect, coltype)
-
-        def process(value: Any) -> Any:
-            value = inner(value) if inner else value
-            if isinstance(value, datetime) and value.tzinfo is None:
-                value = value.replace(tzinfo=UTC)
-            return value
-        return process
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
 
 
 class Base(DeclarativeBase):

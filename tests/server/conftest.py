@@ -48,7 +48,7 @@ class Server:
                "--workers", "0", "--data-dir", str(data_dir)]
         if database_url:
             cmd += ["--database-url", database_url]
-        self.log = open(data_dir / "server.log", "w")  # noqa: SIM115 (closed in stop)
+        self.log = open(data_dir / "server.log", "w")  # closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

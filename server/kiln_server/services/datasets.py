@@ -44,6 +44,8 @@ def inspect_npz(path: Path) -> list[dict[str, Any]]:
                 except ValueError as e:  # object arrays need pickle, which is refused
                     raise _fail(f"array {name!r} cannot be loaded without unpickling "
                                 f"(an object array?): {e}") from None
+                if not isinstance(arr, np.ndarray):  # np.load hands back a non-.npy member raw
+                    raise _fail(f"member {name!r} is not a .npy array")
                 if arr.dtype.kind not in "biuf":
                     raise _fail(f"array {name!r} has dtype {arr.dtype}; expected booleans, "
                                 f"integers or floats")
