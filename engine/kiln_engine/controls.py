@@ -47,6 +47,7 @@ class Binding:
     schedule: Schedule
     start: int
     last: float | None = field(default=None, repr=False)  # the value applied last
+    targets: list[Leaf] | None = field(default=None, repr=False)  # the leaves it drives
 
 
 class Controls:
@@ -103,20 +104,36 @@ class Controls:
         thaw(getpath(self.opt_state, path))
 
     def _prune(self) -> None:
+        """After the driver map changed: drop bindings that drive nothing, forget targets."""
         live = {id(b) for fields in self._driver.values() for b in fields.values()}
         self.bindings = [b for b in self.bindings if id(b) in live]
+        for b in self.bindings:
+            b.targets = None
 
     def _set(self, binding: Binding, t: int, leaves: list[Leaf] | None = None) -> None:
         """Set the binding's value at ``t`` on its leaves, all or none (adjust checks every
-        leaf before changing any)."""
+        leaf before changing any). Leaves with equal rules share one adjusted rule, so a
+        schedule over a model set up with one rule costs one ``adjust`` per step."""
         value = binding.schedule(t)
         if value == binding.last:
             return
         if leaves is None:
-            leaves = [leaf for p, leaf in leaves_of(self.opt_state)
-                      if self._driver.get(p, {}).get(binding.field) is binding]
-        adjust(StateTree("scheduled", {str(i): leaf for i, leaf in enumerate(leaves)}),
+            if binding.targets is None:
+                binding.targets = [leaf for p, leaf in leaves_of(self.opt_state)
+                                   if self._driver.get(p, {}).get(binding.field) is binding]
+            leaves = binding.targets
+        groups: list[list[Leaf]] = []
+        for leaf in leaves:
+            group = next((g for g in groups if g[0].rule == leaf.rule), None)
+            if group is None:
+                groups.append([leaf])
+            else:
+                group.append(leaf)
+        adjust(StateTree("scheduled", {str(i): g[0] for i, g in enumerate(groups)}),
                **{binding.field: value})
+        for g in groups:
+            for leaf in g[1:]:
+                leaf.rule = g[0].rule
         binding.last = value
 
     def apply(self, step: int) -> None:

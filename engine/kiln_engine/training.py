@@ -46,6 +46,9 @@ logger = logging.getLogger(__name__)
 #: What a non-finite loss does: skip that update (with a warning), or stop training.
 NONFINITE_POLICIES = ("skip", "raise")
 
+#: Batch size for validation data given as a tuple of arrays (bounds evaluation memory).
+VALIDATION_BATCH = 1024
+
 
 class NonFiniteLossError(ArithmeticError):
     """The loss was NaN or infinite and the policy says stop (Flux's DomainError)."""
@@ -246,7 +249,7 @@ class Trainer:
                             "within an epoch for checkpoints; wrap arrays as "
                             f"DataLoader((x, y), batchsize=32); got {type(data).__name__}")
         if isinstance(validation, tuple):
-            validation = DataLoader(validation, batchsize=1024)
+            validation = DataLoader(validation, batchsize=VALIDATION_BATCH)
         if validation is not None and not isinstance(validation, DataLoader):
             raise TypeError(f"Trainer: validation must be a tuple (x, y) or a DataLoader; got "
                             f"{type(validation).__name__}")
