@@ -1,0 +1,83 @@
+"""The worker process: ``kiln-server worker --url URL --token TOKEN [--device cpu|cuda:N]``.
+
+It registers its device, then claims jobs one at a time and trains each with the engine
+(:mod:`.run`), until SIGTERM or SIGINT: then the job in hand is checkpointed at the next
+step boundary and let go (its lease lapses and another worker resumes it from there).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from .client import LeaseLostError, ServerUnreachableError, WorkerAPIError, WorkerClient
+from .run import JobRun
+
+__all__ = ["CLAIM_POLL_INTERVAL_S", "describe_device", "main"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between claims while the queue is empty.
+CLAIM_POLL_INTERVAL_S = 0.5
+#: Where fetched datasets and checkpoints are cached by sha256 (KILN_WORKER_CACHE overrides).
+DEFAULT_CACHE = Path.home() / ".cache" / "kiln-worker"
+
+_DEVICE = re.compile(r"^(cpu|cuda(?::(\d+))?)$")
+
+
+def describe_device(device: str) -> dict[str, Any]:
+    """What the worker registers: the GPU's model and memory (via CuPy), or the CPU's."""
+    m = _DEVICE.match(device)
+    if m is None:
+        raise ValueError(f"--device must be 'cpu' or 'cuda:N'; got {device!r}")
+    if device == "cpu":
+        pages, page = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        return {"kind": "cpu", "name": os.uname().machine, "cores": os.cpu_count(),
+                "memory_bytes": pages * page}
+    import cupy  # a GPU worker needs kiln-engine[gpu]; the ImportError says so plainly
+
+    index = int(m.group(2) or 0)
+    props = cupy.cuda.runtime.getDeviceProperties(index)
+    name = props["name"]
+    return {"kind": "cuda", "index": index,
+            "name": name.decode() if isinstance(name, bytes) else str(name),
+            "memory_bytes": int(props["totalGlobalMem"])}
+
+
+def main(url: str, token: str, device: str = "cpu", *, cache: Path | None = None,
+         name: str | None = None) -> int:
+    """Run the worker until SIGTERM / SIGINT; the process's exit status."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the log
+    device = "cuda:0" if device == "cuda" else device
+    described = describe_device(device)
+    cache = cache or Path(os.environ.get("KILN_WORKER_CACHE", DEFAULT_CACHE))
+    shutdown = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: shutdown.set())
+    client = WorkerClient(url, token)
+    try:
+        worker_id = client.register(name or f"{socket.gethostname()}:{os.getpid()}", described)
+        logger.info("worker %s registered at %s with %s", worker_id, url, described)
+        while not shutdown.is_set():
+            try:
+                claim = client.claim(worker_id)
+            except ServerUnreachableError as e:
+                logger.warning("cannot claim: %s", e)
+                claim = None
+            if claim is None:
+                shutdown.wait(CLAIM_POLL_INTERVAL_S)
+                continue
+            JobRun(client, claim, device=device, cache=cache, shutdown=shutdown).run()
+    except (LeaseLostError, WorkerAPIError, ServerUnreachableError) as e:
+        logger.error("worker stopping: %s", e)
+        return 1
+    finally:
+        client.close()
+    logger.info("worker stopped")
+    return 0

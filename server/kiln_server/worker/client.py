@@ -1,0 +1,178 @@
+"""The worker's side of the worker HTTP API (``/v1/worker``), over httpx.
+
+Errors, drawn as the worker handles them::
+
+    WorkerAPIError          a 4xx the worker cannot fix by retrying (a bug: logged, job failed)
+    └── LeaseLostError           409: the lease is gone (expired, reclaimed, job finished);
+                            the worker abandons the job at once and writes nothing more
+
+Connection failures and 5xx answers are retried with backoff (the server may be
+restarting) until ``retry_for_s`` has passed, then raised as ``ServerUnreachableError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["LeaseLostError", "ServerUnreachableError", "WorkerAPIError", "WorkerClient"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds one request may take before it is retried (checkpoints are a few MB at most).
+REQUEST_TIMEOUT_S = 30.0
+#: Backoff between retries of a failed request: doubling from the first to the last.
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 2.0
+#: The header that carries a claim's lease token on every write for its job.
+LEASE_HEADER = "Kiln-Lease"
+#: Bytes per chunk when streaming a blob to the cache.
+CHUNK_BYTES = 1 << 20
+
+
+class WorkerAPIError(RuntimeError):
+    """The server refused a request in a way retrying will not change."""
+
+    def __init__(self, message: str, status: int, body: Any) -> None:
+        super().__init__(message)
+        self.status, self.body = status, body
+
+
+class LeaseLostError(WorkerAPIError):
+    """The server no longer recognises this worker's lease on the job."""
+
+
+class ServerUnreachableError(RuntimeError):
+    """The server did not answer (connection refused, 5xx) for longer than allowed."""
+
+
+def _detail(response: httpx.Response) -> Any:
+    try:
+        return response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text[:500]
+
+
+class WorkerClient:
+    """Calls of the worker API. Thread-safe: the heartbeat thread and the sender share it."""
+
+    def __init__(self, url: str, token: str, *, retry_for_s: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.http = httpx.Client(base_url=url.rstrip("/") + "/v1/worker",
+                                 headers={"Authorization": f"Bearer {token}"},
+                                 timeout=REQUEST_TIMEOUT_S, transport=transport)
+        self.retry_for_s = retry_for_s
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -------------------------------------------------------------- the request loop
+
+    def _request(self, method: str, path: str, *, lease: str | None = None,
+                 retry_for_s: float | None = None, **kwargs: Any) -> httpx.Response:
+        """One call, retried on connection errors and 5xx; 409 raises LeaseLostError."""
+        headers = {LEASE_HEADER: lease} if lease else {}
+        deadline = time.monotonic() + (self.retry_for_s if retry_for_s is None else retry_for_s)
+        wait = RETRY_FIRST_S
+        while True:
+            try:
+                response = self.http.request(method, path, headers=headers, **kwargs)
+            except httpx.TransportError as e:
+                problem: str = f"{type(e).__name__}: {e}"
+            else:
+                if response.status_code < 500:
+                    break
+                problem = f"HTTP {response.status_code}: {_detail(response)}"
+            if time.monotonic() + wait > deadline:
+                raise ServerUnreachableError(f"{method} {path}: {problem}")
+            logger.warning("%s %s failed (%s); retrying in %.1f s", method, path, problem, wait)
+            time.sleep(wait * (0.5 + random.random() / 2))  # jitter: restarted servers
+            wait = min(wait * 2, RETRY_MAX_S)
+        if response.status_code == 409:
+            raise LeaseLostError(f"{method} {path}: {_detail(response)}", 409, _detail(response))
+        if response.status_code >= 400:
+            raise WorkerAPIError(f"{method} {path}: HTTP {response.status_code}: "
+                                 f"{_detail(response)}", response.status_code, _detail(response))
+        return response
+
+    # -------------------------------------------------------------- worker and queue
+
+    def register(self, name: str, device: dict[str, Any]) -> str:
+        """Register this process; its worker id."""
+        r = self._request("POST", "/register", json={"name": name, "device": device})
+        return r.json()["id"]
+
+    def claim(self, worker_id: str) -> dict[str, Any] | None:
+        """The next queued job with a fresh lease (the ClaimedJob body), or None."""
+        r = self._request("POST", "/claim", json={"worker_id": worker_id})
+        return None if r.status_code == 204 else r.json()
+
+    def fetch_blob(self, sha256: str, cache: Path) -> bytes:
+        """A blob by hash, from the local cache or the server (checked against its hash)."""
+        dest = cache / sha256[:2] / sha256
+        if dest.is_file():
+            return dest.read_bytes()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as f, self.http.stream("GET", f"/blobs/{sha256}") as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise WorkerAPIError(f"GET blob {sha256}: HTTP {r.status_code}: "
+                                         f"{_detail(r)}", r.status_code, _detail(r))
+                for chunk in r.iter_bytes(CHUNK_BYTES):
+                    digest.update(chunk)
+                    f.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise WorkerAPIError(f"blob {sha256}: the server sent content whose sha256 is "
+                                     f"{digest.hexdigest()}", 200, None)
+            # Atomic: a worker sharing the cache sees the whole blob or none of it.
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return dest.read_bytes()
+
+    # -------------------------------------------------------------- writes for a job
+
+    def heartbeat(self, job_id: str, lease: str, epoch: int, step: int) -> dict[str, Any]:
+        """Renew the lease; the reply's action and pending controls."""
+        return self._request("POST", f"/jobs/{job_id}/heartbeat", lease=lease,
+                             json={"epoch": epoch, "step": step}).json()
+
+    def post_steps(self, job_id: str, lease: str, epoch: int, first_step: int,
+                   losses: list[float | None]) -> None:
+        self._request("POST", f"/jobs/{job_id}/steps", lease=lease,
+                      json={"epoch": epoch, "first_step": first_step, "losses": losses})
+
+    def post_epoch(self, job_id: str, lease: str, row: dict[str, Any], step: int) -> None:
+        self._request("POST", f"/jobs/{job_id}/epochs", lease=lease,
+                      json={"epochs": [row], "step": step})
+
+    def post_control_results(self, job_id: str, lease: str, results: list[dict[str, Any]]
+                             ) -> None:
+        self._request("POST", f"/jobs/{job_id}/controls", lease=lease,
+                      json={"results": results})
+
+    def put_state(self, job_id: str, lease: str, tree: dict[str, Any]) -> None:
+        self._request("PUT", f"/jobs/{job_id}/state", lease=lease, json={"tree": tree})
+
+    def put_blob(self, job_id: str, lease: str, kind: str, blob: bytes, epoch: int,
+                 step: int) -> None:
+        """Upload the job's ``checkpoint`` or final ``weights``."""
+        self._request("PUT", f"/jobs/{job_id}/{kind}", lease=lease, content=blob,
+                      params={"epoch": epoch, "step": step})
+
+    def finish(self, job_id: str, lease: str, status: str, epoch: int, step: int,
+               error: str | None = None) -> None:
+        self._request("POST", f"/jobs/{job_id}/finish", lease=lease,
+                      json={"status": status, "epoch": epoch, "step": step, "error": error})

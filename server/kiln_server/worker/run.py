@@ -1,0 +1,375 @@
+"""One claimed job, trained to its end (or until the lease is lost).
+
+Three threads share a job:
+
+- the **training thread** (the caller of :meth:`JobRun.run`) steps the engine's Trainer
+  and, at each step boundary, applies the controls that arrived, acts on pause / cancel
+  / shutdown, and hands every write to the sender;
+- the **heartbeat thread** renews the lease every ``heartbeat_interval_s`` (the server's
+  number, from the claim), reports the step reached, and puts the pending controls of
+  each reply in the inbox;
+- the **sender thread** posts the writes (step losses, epoch rows, control results,
+  checkpoints, weights, the state tree) in the order they were made, so the training
+  thread never waits on the network between epochs.
+
+Whichever thread first meets a 409 sets ``lost``; from then on nothing more is written
+(the sender drops its queue, the heartbeat ends) and the training thread abandons the
+job at its next step boundary: another worker may already hold the job, and any write
+of ours would be refused anyway.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import queue
+import threading
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kiln_engine.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes
+from kiln_engine.optimisers import leaves_of
+from kiln_engine.optimisers.spec import rule_to_spec
+from kiln_engine.serialise import weights_to_bytes
+from kiln_engine.training import EpochRecord, Trainer
+
+from .build import build_trainer, load_arrays
+from .client import LeaseLostError, ServerUnreachableError, WorkerAPIError, WorkerClient
+
+__all__ = ["STEPS_PER_POST", "JobRun", "epoch_row", "heartbeat_interval", "state_tree"]
+
+logger = logging.getLogger(__name__)
+
+#: Step losses go to the server in batches of this many steps (and at each epoch's end).
+#: The batches start at fixed global steps, so a resumed job reposts exactly the batches
+#: a dead worker posted and the server replaces them (it keys them by first step).
+STEPS_PER_POST = 50
+#: The shortest heartbeat interval, whatever the lease (clocks may disagree a little).
+HEARTBEAT_MIN_INTERVAL_S = 0.1
+#: Seconds the training thread waits for the sender to post what is queued at the end
+#: of a job (or before a pause) before it gives up on the job.
+DRAIN_TIMEOUT_S = 120.0
+
+
+def _finite(v: Any) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def epoch_row(record: EpochRecord) -> dict[str, Any]:
+    """An engine EpochRecord as the worker API's EpochIn (non-finite numbers as null)."""
+    m = record.metrics
+    return {"epoch": record.epoch, "train_loss": _finite(m.get("train_loss")),
+            "val_loss": _finite(m.get("val_loss")),
+            "metrics": {k: _finite(v) for k, v in m.items()},
+            "learning_rates": {p: float(v) for p, v in record.hyper.get("eta", {}).items()},
+            "frozen": list(record.frozen), "skipped_steps": len(record.skipped),
+            "samples_per_s": _finite(record.samples_per_s), "duration_s": record.seconds}
+
+
+def state_tree(trainer: Trainer) -> dict[str, Any]:
+    """The live optimiser tree, per leaf path: rule spec (with its hyper-parameters),
+    frozen flag, and the fields a schedule drives there (with the path it was bound at)."""
+    scheduled = trainer.controls.in_force()
+    return {p: {"rule": rule_to_spec(leaf.rule), "frozen": leaf.frozen,
+                "scheduled": scheduled[p]["scheduled"]}
+            for p, leaf in leaves_of(trainer.opt_state)}
+
+
+def heartbeat_interval(claim: dict[str, Any]) -> float:
+    """The server's heartbeat interval, but at most a third of the lease, so that a late
+    heartbeat or two never costs the lease (a server configured with a lease shorter
+    than its heartbeat interval would otherwise lose every job)."""
+    lease_s = (datetime.fromisoformat(claim["lease_expires_at"]) - datetime.now(UTC)
+               ).total_seconds()
+    return max(HEARTBEAT_MIN_INTERVAL_S, min(float(claim["heartbeat_interval_s"]), lease_s / 3))
+
+
+class _AbandonError(Exception):
+    """The lease is gone: leave the job without another write."""
+
+
+class _Sender(threading.Thread):
+    """Posts the job's writes in order; stops at the first lost lease or hard error."""
+
+    def __init__(self, lost: threading.Event) -> None:
+        super().__init__(name="kiln-sender", daemon=True)
+        # Writes, or an Event to set once every write before it is done (drain).
+        self.jobs: queue.Queue[Callable[[], None] | threading.Event | None] = queue.Queue()
+        self.lost = lost
+        self.error: BaseException | None = None
+
+    def put(self, write: Callable[[], None]) -> None:
+        self.jobs.put(write)
+
+    def run(self) -> None:
+        while (write := self.jobs.get()) is not None:
+            try:
+                if isinstance(write, threading.Event):
+                    write.set()
+                elif not self.lost.is_set() and self.error is None:
+                    write()
+            except (LeaseLostError, ServerUnreachableError) as e:
+                logger.warning("lost the lease while posting: %s", e)
+                self.lost.set()
+            except Exception as e:  # a refused body is a bug here: fail the job with it
+                logger.exception("a write for the job failed")
+                self.error = e
+            finally:
+                self.jobs.task_done()
+        self.jobs.task_done()
+
+    def drain(self) -> bool:
+        """Wait until everything queued is posted (or dropped after an error); False if
+        the lease was lost meanwhile or the posts took longer than DRAIN_TIMEOUT_S."""
+        done = threading.Event()
+        self.jobs.put(done)
+        return done.wait(DRAIN_TIMEOUT_S) and not self.lost.is_set()
+
+    def close(self) -> None:
+        self.jobs.put(None)
+
+
+class JobRun:
+    """A claimed job (the claim's JSON body) run on ``device`` until it ends or is lost."""
+
+    def __init__(self, client: WorkerClient, claim: dict[str, Any], *, device: str,
+                 cache: Path, shutdown: threading.Event) -> None:
+        self.client, self.claim, self.device = client, claim, device
+        self.cache, self.shutdown = cache, shutdown
+        self.job_id: str = claim["job_id"]
+        self.lease: str = claim["lease_token"]
+        self.spec: dict[str, Any] = claim["spec"]
+        self.lost = threading.Event()     # set by any thread that meets a 409
+        self.done = threading.Event()     # ends the heartbeat thread
+        self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.action = "continue"          # "pause" / "cancel" once a heartbeat says so
+        self.sender = _Sender(self.lost)
+        self.trainer: Trainer | None = None
+        # Progress for heartbeats: plain ints the training thread rebinds and the
+        # heartbeat thread only reads (a stale read just reports the previous step).
+        self.epoch = 0
+        self.step = 0
+
+    # ------------------------------------------------------------------ threads
+
+    def _heartbeats(self, interval: float) -> None:
+        seen: set[int] = set()
+        while True:
+            try:
+                reply = self.client.heartbeat(self.job_id, self.lease, self.epoch, self.step)
+            except (LeaseLostError, ServerUnreachableError) as e:
+                logger.warning("job %s: heartbeat failed (%s); abandoning the job",
+                               self.job_id, e)
+                self.lost.set()
+                return
+            except WorkerAPIError:
+                logger.exception("job %s: heartbeat refused", self.job_id)
+            else:
+                if reply["action"] != "continue":
+                    self.action = reply["action"]
+                # A pending control comes back on every heartbeat until its result is
+                # posted; the seq set keeps each one to a single application.
+                for control in reply["controls"]:
+                    if control["seq"] not in seen:
+                        seen.add(control["seq"])
+                        self.inbox.put(control)
+            if self.done.wait(interval):
+                return
+
+    # ------------------------------------------------------------------ setup
+
+    def _build(self) -> Trainer:
+        arrays = {}
+        for ds_id, ds in self.claim["datasets"].items():
+            blob = self.client.fetch_blob(ds["sha256"], self.cache)
+            arrays[ds_id] = load_arrays(blob, f"dataset {ds_id}")
+        trainer = build_trainer(self.spec, arrays, self.device)
+        checkpoint = self.claim.get("checkpoint")
+        if checkpoint:
+            checkpoint_from_bytes(trainer, self.client.fetch_blob(checkpoint["sha256"],
+                                                                  self.cache))
+            logger.info("job %s: resuming from the checkpoint of epoch %s, step %s",
+                        self.job_id, checkpoint["epoch"], checkpoint["step"])
+        return trainer
+
+    def _replays(self) -> dict[int, list[dict[str, Any]]]:
+        """Controls a previous holder applied after the checkpoint, by the step where they
+        took effect: applying them there again makes the resumed run the same run."""
+        after = (self.claim.get("checkpoint") or {}).get("step") or 0
+        out: dict[int, list[dict[str, Any]]] = {}
+        for c in self.claim["controls"]:
+            if c["kind"] in ("adjust", "freeze", "thaw"):
+                if c["status"] == "applied" and c["applied_step"] > after:
+                    out.setdefault(c["applied_step"], []).append(c)
+                elif c["status"] == "pending":
+                    self.inbox.put(c)
+        return out
+
+    # ------------------------------------------------------------------ step boundary
+
+    def _epoch_of(self, step: int) -> int:
+        return (step - 1) // len(self.trainer.loader) + 1
+
+    def _apply(self, control: dict[str, Any]) -> dict[str, Any]:
+        """Apply one control before the next step; its result for the server."""
+        trainer, path, kind = self.trainer, control["path"], control["kind"]
+        step = trainer.steps + 1
+        try:
+            if kind == "adjust":
+                trainer.adjust(path, **control["hyper"])
+            elif kind == "freeze":
+                trainer.freeze(path)
+            elif kind == "thaw":
+                trainer.thaw(path)
+            else:
+                raise ValueError(f"unknown control kind {kind!r}")
+        except (KeyError, ValueError, TypeError) as e:
+            reason = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+            logger.info("job %s: control %d (%s %r) rejected: %s", self.job_id,
+                        control["seq"], kind, path, reason)
+            return {"seq": control["seq"], "status": "rejected", "reason": reason}
+        logger.info("job %s: control %d (%s %r %s) applied from step %d", self.job_id,
+                    control["seq"], kind, path, control["hyper"], step)
+        return {"seq": control["seq"], "status": "applied", "epoch": self._epoch_of(step),
+                "step": step}
+
+    def _take_controls(self, replays: dict[int, list[dict[str, Any]]]) -> None:
+        trainer = self.trainer
+        for control in replays.pop(trainer.steps + 1, []):
+            self._apply(control)  # already reported by the worker that applied it first
+        results = []
+        while True:
+            try:
+                results.append(self._apply(self.inbox.get_nowait()))
+            except queue.Empty:
+                break
+        if results:
+            tree = state_tree(trainer)
+            self._write(self.client.post_control_results, results)
+            self._write(self.client.put_state, tree)
+
+    # ------------------------------------------------------------------ writes
+
+    def _write(self, call: Callable[..., None], *args: Any) -> None:
+        """Queue ``call(job_id, lease, *args)`` for the sender. The arguments are bound
+        now: a closure over the loop's variables would post whatever they hold by the
+        time the sender gets to it."""
+        self.sender.put(functools.partial(call, self.job_id, self.lease, *args))
+
+    def _flush_steps(self, buffer: list[float | None]) -> None:
+        """Queue the buffered losses of the steps just taken (they end at the trainer's
+        step count) as one batch."""
+        if buffer:
+            first = self.trainer.steps - len(buffer) + 1
+            losses, epoch = list(buffer), self._epoch_of(first)
+            self._write(self.client.post_steps, epoch, first, losses)
+            buffer.clear()
+
+    def _checkpoint(self) -> None:
+        """Queue the checkpoint, the weights and the state tree as they are now."""
+        trainer = self.trainer
+        blob, weights = checkpoint_to_bytes(trainer), weights_to_bytes(trainer.model)
+        tree, epoch, step = state_tree(trainer), trainer.epoch, trainer.steps
+        self._write(self.client.put_blob, "checkpoint", blob, epoch, step)
+        self._write(self.client.put_blob, "weights", weights, epoch, step)
+        self._write(self.client.put_state, tree)
+
+    def _finish(self, status: str, error: str | None = None) -> None:
+        """Post what is queued, then the finish itself (synchronously)."""
+        if not self.sender.drain():
+            raise _AbandonError()
+        if self.sender.error is not None:
+            status, error = "failed", f"posting results failed: {self.sender.error}"
+        try:
+            self.client.finish(self.job_id, self.lease, status, self.trainer.epoch
+                               if self.trainer else 0, self.step, error)
+        except (LeaseLostError, ServerUnreachableError) as e:
+            raise _AbandonError() from e
+        logger.info("job %s: finished, %s", self.job_id, status)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _done(self) -> bool:
+        trainer = self.trainer
+        if trainer.stopped is not None:
+            return True
+        per_epoch = len(trainer.loader)
+        return trainer.steps % per_epoch == 0 and trainer.steps // per_epoch >= \
+            int(self.spec["epochs"])
+
+    def _train(self) -> str:
+        """Step until the job ends; the status it ended with ('' for a shutdown)."""
+        self.trainer = trainer = self._build()
+        self.epoch, self.step = trainer.epoch, trainer.steps
+        replays = self._replays()
+        tree = state_tree(trainer)  # taken now: the sender runs while training goes on
+        self._write(self.client.put_state, tree)
+        buffer: list[float | None] = []
+        while True:
+            # The step boundary: every decision is taken here, between two updates.
+            if self.lost.is_set():
+                raise _AbandonError()
+            if self.sender.error is not None:
+                raise self.sender.error
+            if self.action == "cancel":
+                self._flush_steps(buffer)
+                return "cancelled"
+            if self.action == "pause" or self.shutdown.is_set():
+                self._flush_steps(buffer)
+                self._checkpoint()
+                return "paused" if self.action == "pause" else ""
+            if self._done():
+                self._flush_steps(buffer)
+                weights = weights_to_bytes(trainer.model)
+                self._write(self.client.put_blob, "weights", weights, trainer.epoch, trainer.steps)
+                return "succeeded"
+            self._take_controls(replays)
+            record = trainer.step()
+            self.epoch, self.step = record.epoch, record.step
+            buffer.append(_finite(record.loss))
+            if record.epoch_end is not None:
+                self._flush_steps(buffer)
+                row, step = epoch_row(record.epoch_end), record.step
+                self._write(self.client.post_epoch, row, step)
+                self._checkpoint()
+            elif record.step % STEPS_PER_POST == 0:
+                self._flush_steps(buffer)
+
+    def run(self) -> str:
+        """Train the job; how it ended: a finish status, 'abandoned' or 'released'."""
+        logger.info("job %s: claimed (attempt %s)", self.job_id, self.claim["attempt"])
+        beat = threading.Thread(target=self._heartbeats, name="kiln-heartbeat", daemon=True,
+                                args=(heartbeat_interval(self.claim),))
+        beat.start()
+        self.sender.start()
+        try:
+            try:
+                status = self._train()
+            except _AbandonError:
+                raise
+            except Exception as e:  # the job's own failure: report it, with where it happened
+                logger.exception("job %s failed", self.job_id)
+                text = "".join(traceback.format_exception_only(e)).strip()
+                where = traceback.extract_tb(e.__traceback__)[-1]
+                self._finish("failed", f"{text} (at {where.filename}:{where.lineno})")
+                return "failed"
+            if status == "":
+                # Shutting down: the checkpoint is posted; the lease lapses and the job
+                # goes back to the queue, to resume from that checkpoint.
+                self.sender.drain()
+                logger.info("job %s: released at step %d for shutdown", self.job_id, self.step)
+                return "released"
+            self._finish(status)
+            return status
+        except _AbandonError:
+            logger.warning("job %s: the lease is lost; abandoning the job without further "
+                           "writes", self.job_id)
+            return "abandoned"
+        finally:
+            self.done.set()
+            self.sender.close()
+            beat.join(timeout=1.0)
