@@ -1,0 +1,235 @@
+"""The worker API over HTTP: claim, heartbeat with controls, idempotent logs, leases, reaper."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from .conftest import LEASE_S, mlp_job
+
+
+def _register(worker: httpx.Client) -> str:
+    r = worker.post("/v1/worker/register", json={"name": "t", "device": {"kind": "cpu"}})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _claim(worker: httpx.Client, worker_id: str) -> dict | None:
+    r = worker.post("/v1/worker/claim", json={"worker_id": worker_id})
+    assert r.status_code in (200, 204), r.text
+    return r.json() if r.status_code == 200 else None
+
+
+def _drain(worker: httpx.Client, worker_id: str, until: str | None = None) -> dict | None:
+    """Claim and cancel what other tests left queued (the server is shared) until the
+    queue is empty, or until the job ``until`` is claimed, which is returned."""
+    while (job := _claim(worker, worker_id)) is not None:
+        if job["job_id"] == until:
+            return job
+        _finish(worker, job["job_id"], {"Kiln-Lease": job["lease_token"]})
+    return None
+
+
+def _finish(worker: httpx.Client, job_id: str, lease: dict) -> None:
+    worker.post(f"/v1/worker/jobs/{job_id}/finish", headers=lease,
+                json={"status": "cancelled", "epoch": 0, "step": 0})
+
+
+@pytest.fixture
+def claimed(user, worker, dataset_id):
+    """(job id, lease headers, worker id) of a job this test's worker holds."""
+    wid = _register(worker)
+    _drain(worker, wid)
+    job_id = user.post("/v1/jobs", json=mlp_job(dataset_id)).json()["id"]
+    job = _claim(worker, wid)
+    assert job["job_id"] == job_id
+    yield job_id, {"Kiln-Lease": job["lease_token"]}, wid, job
+    _finish(worker, job_id, {"Kiln-Lease": job["lease_token"]})  # a 409 if already done
+
+
+def test_claim_hands_out_spec_datasets_and_a_lease(user, claimed, dataset_id, worker):
+    job_id, _, _, job = claimed
+    assert job["attempt"] == 1 and job["checkpoint"] is None
+    assert job["spec"]["model"] == mlp_job(dataset_id)["model"]
+    sha = job["datasets"][dataset_id]["sha256"]
+    blob = worker.get(f"/v1/worker/blobs/{sha}")
+    assert blob.status_code == 200 and len(blob.content) == job["datasets"][dataset_id][
+        "size_bytes"]
+    assert user.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+
+
+def test_heartbeat_carries_controls_and_requests(user, worker, claimed):
+    job_id, lease, _, _ = claimed
+    beat = lambda: worker.post(f"/v1/worker/jobs/{job_id}/heartbeat",
+                               json={"epoch": 1, "step": 5}, headers=lease).json()
+    assert beat()["controls"] == [] and beat()["action"] == "continue"
+    user.post(f"/v1/jobs/{job_id}/controls", json={"kind": "adjust", "path": "layers.enc",
+                                                   "hyper": {"eta": 1e-4}})
+    user.post(f"/v1/jobs/{job_id}/controls", json={"kind": "freeze", "path": "layers.dec"})
+    assert [(c["seq"], c["kind"]) for c in beat()["controls"]] == [(1, "adjust"), (2, "freeze")]
+    r = worker.post(f"/v1/worker/jobs/{job_id}/controls", headers=lease, json={"results": [
+        {"seq": 1, "status": "applied", "epoch": 1, "step": 6},
+        {"seq": 2, "status": "rejected", "reason": "test"}]})
+    assert r.status_code == 204, r.text
+    assert beat()["controls"] == []
+    shown = {c["seq"]: c for c in user.get(f"/v1/jobs/{job_id}/controls").json()}
+    assert (shown[1]["status"], shown[1]["applied_epoch"], shown[1]["applied_step"]) == \
+        ("applied", 1, 6)
+    assert (shown[2]["status"], shown[2]["reason"]) == ("rejected", "test")
+
+    assert user.post(f"/v1/jobs/{job_id}/pause").json()["requested"] == "pause"
+    assert beat()["action"] == "pause"
+    r = worker.post(f"/v1/worker/jobs/{job_id}/finish", headers=lease,
+                    json={"status": "paused", "epoch": 1, "step": 9})
+    assert r.status_code == 204
+    job = user.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["requested"]) == ("paused", None)
+    assert user.get(f"/v1/jobs/{job_id}/controls").json()[-1]["applied_step"] == 9
+
+
+def test_logs_are_idempotent_and_downsampled(user, worker, claimed):
+    job_id, lease, _, _ = claimed
+    post = lambda path, body: worker.post(f"/v1/worker/jobs/{job_id}/{path}", json=body,
+                                          headers=lease)
+    for _ in range(2):  # a resumed worker reposts: rows are replaced, never doubled
+        assert post("steps", {"epoch": 1, "first_step": 1,
+                              "losses": [float(i) for i in range(100)]}).status_code == 204
+        assert post("steps", {"epoch": 2, "first_step": 101,
+                              "losses": [None] + [1.0] * 99}).status_code == 204
+        assert post("epochs", {"step": 200, "epochs": [
+            {"epoch": 1, "train_loss": 2.0, "learning_rates": {"": 0.001}},
+            {"epoch": 2, "train_loss": 1.0, "frozen": ["layers.enc"], "skipped_steps": 1,
+             "metrics": {"val_accuracy": 0.5}}]}).status_code == 204
+    epochs = user.get(f"/v1/jobs/{job_id}/epochs").json()
+    assert [(e["epoch"], e["train_loss"], e["frozen"]) for e in epochs] == \
+        [(1, 2.0, []), (2, 1.0, ["layers.enc"])]
+    full = user.get(f"/v1/jobs/{job_id}/steps").json()
+    assert full["steps"] == list(range(1, 201)) and full["stride"] == 1
+    assert full["losses"][:3] == [0.0, 1.0, 2.0] and full["losses"][100] is None
+    small = user.get(f"/v1/jobs/{job_id}/steps", params={"max_points": 50}).json()
+    assert small["stride"] == 4 and len(small["losses"]) == 50
+    assert small["losses"][0] == pytest.approx(1.5)  # mean of steps 1..4
+    assert small["losses"][25] == 1.0  # the skipped step is left out of its mean
+    job = user.get(f"/v1/jobs/{job_id}").json()
+    assert (job["epoch"], job["step"]) == (2, 200)
+
+
+def test_checkpoint_weights_state_and_finish(user, worker, claimed):
+    job_id, lease, _, _ = claimed
+    assert user.get(f"/v1/jobs/{job_id}/weights").status_code == 404
+    put = lambda path, **kw: worker.put(f"/v1/worker/jobs/{job_id}/{path}", headers=lease, **kw)
+    assert put("checkpoint", content=b"ckpt-1", params={"epoch": 1, "step": 28}).status_code \
+        == 204
+    assert put("weights", content=b"weights-1").status_code == 204
+    tree = {"layers.enc.weight": {"rule": "Adam", "eta": 0.001, "frozen": True}}
+    assert put("state", json={"tree": tree}).status_code == 204
+    assert user.get(f"/v1/jobs/{job_id}/state").json() == tree
+    assert user.get(f"/v1/jobs/{job_id}/weights").content == b"weights-1"
+    r = worker.post(f"/v1/worker/jobs/{job_id}/finish", headers=lease,
+                    json={"status": "succeeded", "epoch": 3, "step": 84})
+    assert r.status_code == 204
+    job = user.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["finished_at"] is not None
+    r = user.post(f"/v1/jobs/{job_id}/controls", json={"kind": "thaw"})
+    assert r.status_code == 409  # control on a finished job
+
+
+def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, make_client):
+    job_id, stale, _, _ = claimed
+    time.sleep(LEASE_S + 1.0)  # the lease expires; the reaper (every 0.3 s) requeues the job
+    job = user.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "queued"
+    second = make_client(worker=True)
+    again = _drain(second, _register(second), until=job_id)
+    assert (again["job_id"], again["attempt"]) == (job_id, 2)
+    fresh = {"Kiln-Lease": again["lease_token"]}
+    assert second.post(f"/v1/worker/jobs/{job_id}/epochs", headers=fresh, json={
+        "step": 28, "epochs": [{"epoch": 1, "train_loss": 0.5}]}).status_code == 204
+
+    writes = [
+        ("post", "heartbeat", {"json": {"epoch": 9, "step": 99}}),
+        ("post", "steps", {"json": {"epoch": 1, "first_step": 1, "losses": [9.0]}}),
+        ("post", "epochs", {"json": {"step": 99, "epochs": [{"epoch": 1, "train_loss": 9.0}]}}),
+        ("put", "checkpoint", {"content": b"stale", "params": {"epoch": 9, "step": 99}}),
+        ("put", "weights", {"content": b"stale"}),
+        ("put", "state", {"json": {"tree": {"stale": True}}}),
+        ("post", "finish", {"json": {"status": "succeeded", "epoch": 9, "step": 99}}),
+    ]
+    for method, path, kw in writes:
+        r = getattr(worker, method)(f"/v1/worker/jobs/{job_id}/{path}", headers=stale, **kw)
+        assert r.status_code == 409, (path, r.text)
+    job = user.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["epoch"], job["has_weights"]) == ("running", 1, False)
+    assert [e["train_loss"] for e in user.get(f"/v1/jobs/{job_id}/epochs").json()] == [0.5]
+    assert user.get(f"/v1/jobs/{job_id}/steps").json()["losses"] == []
+    assert user.get(f"/v1/jobs/{job_id}/state").json() == {}
+
+
+def test_tokens_reach_only_their_own_api(user, worker):
+    assert worker.get("/v1/jobs").status_code == 403
+    assert worker.get("/v1/datasets").status_code == 403
+    r = user.post("/v1/worker/register", json={"name": "x", "device": {}})
+    assert r.status_code == 403
+    assert user.post("/v1/tokens", json={"user": "mallory"}).status_code == 403
+
+
+def test_http_claim_race_gives_each_job_to_one_worker(user, dataset_id, make_client):
+    _drain(w := make_client(worker=True), _register(w))
+    ids = {user.post("/v1/jobs", json=mlp_job(dataset_id)).json()["id"] for _ in range(20)}
+    got: dict[str, list[str]] = {}
+
+    def run(name: str) -> None:
+        client = make_client(worker=True)
+        wid = _register(client)
+        while (job := _claim(client, wid)) is not None:
+            got.setdefault(job["job_id"], []).append(name)
+
+    threads = [threading.Thread(target=run, args=(f"w{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(got) == ids
+    assert all(len(v) == 1 for v in got.values())
+
+
+def test_events_stream_until_the_job_finishes(user, worker, claimed):
+    job_id, lease, _, _ = claimed
+    worker.post(f"/v1/worker/jobs/{job_id}/steps", headers=lease,
+                json={"epoch": 1, "first_step": 1, "losses": [1.0, 2.0]})
+
+    def finish_soon() -> None:
+        time.sleep(0.5)
+        worker.post(f"/v1/worker/jobs/{job_id}/epochs", headers=lease,
+                    json={"step": 2, "epochs": [{"epoch": 1, "train_loss": 1.5}]})
+        worker.post(f"/v1/worker/jobs/{job_id}/finish", headers=lease,
+                    json={"status": "succeeded", "epoch": 1, "step": 2})
+
+    threading.Thread(target=finish_soon).start()
+    events = []
+    with user.stream("GET", f"/v1/jobs/{job_id}/events") as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line.removeprefix("data: "))))
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "steps" and events[0][1]["losses"] == [1.0, 2.0]
+    assert "epoch" in kinds
+    assert events[-1] == ("status", {"status": "succeeded", "epoch": 1, "step": 2,
+                                     "error": None})
+
+
+def test_metrics_count_jobs_and_workers(admin, user, dataset_id):
+    user.post("/v1/jobs", json=mlp_job(dataset_id))
+    text = admin.get("/metrics").text
+    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    assert float(lines["kiln_queue_depth"]) >= 1
+    assert float(lines['kiln_jobs{status="queued"}']) == float(lines["kiln_queue_depth"])
+    assert "kiln_workers" in lines and "kiln_steps_per_second" in lines
