@@ -15,17 +15,18 @@ import numpy as np
 from .._backend import array_module
 from .._ops import data, mul
 from .._tape import Tracked, record
+from ..activations import _SELU_ALPHA, _SELU_LAMBDA
 from ..random import default_rng
 from ._base import check_input
-from .mode import ModalLayer
+from .mode import ModalLayer, check_active
 
 __all__ = ["AlphaDropout", "Dropout"]
 
 _MAX_RANK = 64  # numpy's limit on the number of dimensions
 
-# SELU's constants (activations.selu); alpha' = -lambda * alpha is the value SELU
-# saturates to, which AlphaDropout writes into dropped units.
-_ALPHA_PRIME = -1.0507009873554804934193349852946 * 1.6732632423543772848170429916717
+# alpha' = -lambda * alpha is the value SELU saturates to, which AlphaDropout writes into
+# dropped units.
+_ALPHA_PRIME = -_SELU_LAMBDA * _SELU_ALPHA
 
 
 def _uniform(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any, xp: Any) -> Any:
@@ -49,8 +50,7 @@ class _Dropout(ModalLayer):
             raise ValueError(f"{name}: p must be a probability with {bound}; got {p!r}")
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise ValueError(f"{name}: rng must be a numpy Generator; got {type(rng).__name__}")
-        if active is not None and not isinstance(active, bool):
-            raise ValueError(f"{name}: active must be True, False or None; got {active!r}")
+        check_active(name, active)
         self.p = float(p)
         self.rng = rng
         self.active = active

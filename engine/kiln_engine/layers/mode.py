@@ -16,7 +16,7 @@ from .._tape import in_gradient
 from .._tree import children
 from ._base import Layer
 
-__all__ = ["ModalLayer", "testmode", "trainmode"]
+__all__ = ["ModalLayer", "check_active", "testmode", "trainmode"]
 
 
 class ModalLayer(Layer):
@@ -33,9 +33,11 @@ class ModalLayer(Layer):
         return in_gradient() if self.active is None else self.active
 
 
-def _check_mode(mode: Any, fn: str) -> None:
-    if mode is not None and not isinstance(mode, bool):
-        raise ValueError(f"{fn}: mode must be True, False or None (automatic); got {mode!r}")
+def check_active(owner: str, active: Any, name: str = "active") -> None:
+    """Raise ValueError unless ``active`` is True, False or None (automatic)."""
+    if active is not None and not isinstance(active, bool):
+        raise ValueError(f"{owner}: {name} must be True, False or None (automatic); got "
+                         f"{active!r}")
 
 
 def _nodes(tree: Any) -> Iterator[Any]:
@@ -53,7 +55,7 @@ def _set_active(model: Any, active: bool | None) -> None:
 def trainmode(model: Any, mode: bool | None = True) -> Any:
     """Force every Dropout / BatchNorm in ``model`` to train (``mode=True``), to test
     (``False``) or back to automatic (``None``), in place; returns ``model``."""
-    _check_mode(mode, "trainmode")
+    check_active("trainmode", mode, "mode")
     _set_active(model, mode)
     return model
 
@@ -61,7 +63,7 @@ def trainmode(model: Any, mode: bool | None = True) -> Any:
 def testmode(model: Any, mode: bool | None = True) -> Any:
     """Force every Dropout / BatchNorm in ``model`` to test (``mode=True``), to train
     (``False``) or back to automatic (``None``), in place; returns ``model``."""
-    _check_mode(mode, "testmode")
+    check_active("testmode", mode, "mode")
     _set_active(model, None if mode is None else not mode)
     return model
 

@@ -20,7 +20,7 @@ from .._ops import data
 from .._tape import Tracked, record
 from ..activations import FUSABLE, identity
 from ._base import Layer, ShapeError, check_input
-from .mode import ModalLayer
+from .mode import ModalLayer, check_active
 
 __all__ = ["BatchNorm", "LayerNorm"]
 
@@ -170,8 +170,7 @@ class BatchNorm(ModalLayer):
                 or not 0 <= momentum <= 1:
             raise ValueError(f"BatchNorm: momentum must be a number in [0, 1]; got {momentum!r} "
                              "(a cumulative average, PyTorch's momentum=None, is not supported)")
-        if active is not None and not isinstance(active, bool):
-            raise ValueError(f"BatchNorm: active must be True, False or None; got {active!r}")
+        check_active("BatchNorm", active)
         self.channels = int(channels)
         self.weight = np.ones(channels, dtype=dtype) if affine else None
         self.bias = np.zeros(channels, dtype=dtype) if affine else None
