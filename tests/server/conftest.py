@@ -8,6 +8,7 @@ jobs or datasets.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
@@ -163,9 +164,9 @@ def mlp_job(dataset_id: str, **changes: object) -> dict:
     return job
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database (``kiln_test_<random>``), dropped afterwards."""
     import psycopg
 
     name = "kiln_test_" + secrets.token_hex(6)
@@ -181,3 +182,9 @@ def pg_url() -> Iterator[str]:
             yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
         finally:
             admin_conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    with pg_database() as url:
+        yield url

@@ -121,7 +121,8 @@ def claim(session: Session, worker: Worker, lease_s: float) -> Job | None:
                                   started_at=case((Job.started_at.is_(None), now),
                                                   else_=Job.started_at))
                           .returning(Job),
-                          execution_options={"synchronize_session": False}).first()
+                          execution_options={"synchronize_session": False,
+                                             "populate_existing": True}).first()
     worker.last_seen_at = now
     return job
 
