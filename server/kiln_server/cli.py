@@ -79,7 +79,9 @@ def _token(args: argparse.Namespace) -> int:
     from .app import prepare
     from .services import auth
 
-    engine, _ = prepare(_settings(args))
+    engine, admin_token = prepare(_settings(args))
+    if admin_token is not None:  # a fresh database: its admin token is shown only now
+        print(f"Kiln admin token (shown once, stored hashed): {admin_token}", file=sys.stderr)
     with session_scope(make_sessionmaker(engine)) as session:
         token = auth.create_token(session, args.user, worker=args.worker)
     print(token)
