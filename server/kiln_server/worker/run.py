@@ -25,6 +25,7 @@ import logging
 import math
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -48,6 +49,9 @@ logger = logging.getLogger(__name__)
 #: The batches start at fixed global steps, so a resumed job reposts exactly the batches
 #: a dead worker posted and the server replaces them (it keys them by first step).
 STEPS_PER_POST = 50
+#: When the sender lags, a checkpoint (weights, state tree) that a newer one already
+#: follows in the queue is still posted if none was posted for this many seconds.
+SUPERSEDED_EVERY_S = 1.0
 #: The shortest heartbeat interval, whatever the lease (clocks may disagree a little).
 HEARTBEAT_MIN_INTERVAL_S = 0.1
 #: Seconds the training thread waits for the sender to post what is queued at the end
@@ -93,25 +97,50 @@ class _AbandonError(Exception):
 
 
 class _Sender(threading.Thread):
-    """Posts the job's writes in order; stops at the first lost lease or hard error."""
+    """Posts the job's writes in order; stops at the first lost lease or hard error.
+
+    A write with a ``key`` (the checkpoint, the weights, the state tree) only matters
+    as the latest of its kind: when the sender falls behind training (short epochs, a
+    slow link), it skips such a write if a newer one with the same key is queued and
+    one of that key was posted less than SUPERSEDED_EVERY_S ago. The backlog then stays
+    bounded by the logs (step and epoch rows, which are all posted), and the order is
+    kept: a checkpoint is never posted before the epoch rows it covers, so a worker
+    resuming from it finds no epoch missing.
+    """
 
     def __init__(self, lost: threading.Event) -> None:
         super().__init__(name="kiln-sender", daemon=True)
-        # Writes, or an Event to set once every write before it is done (drain).
-        self.jobs: queue.Queue[Callable[[], None] | threading.Event | None] = queue.Queue()
+        # (key, generation, write), or an Event to set once every write before it is
+        # done (drain), or None to stop.
+        self.jobs: queue.Queue[tuple[str | None, int, Callable[[], None]] | threading.Event
+                               | None] = queue.Queue()
+        self.latest: dict[str, int] = {}  # key -> generation of its newest queued write
+        self.posted_at: dict[str, float] = {}  # key -> when one was last posted
         self.lost = lost
         self.error: BaseException | None = None
 
-    def put(self, write: Callable[[], None]) -> None:
-        self.jobs.put(write)
+    def put(self, write: Callable[[], None], key: str | None = None) -> None:
+        gen = 0
+        if key is not None:
+            # Only the training thread puts, so this read-increment-write is not racy;
+            # the sender only reads ``latest`` (a stale read posts one write too many).
+            gen = self.latest[key] = self.latest.get(key, 0) + 1
+        self.jobs.put((key, gen, write))
 
     def run(self) -> None:
-        while (write := self.jobs.get()) is not None:
+        while (item := self.jobs.get()) is not None:
             try:
-                if isinstance(write, threading.Event):
-                    write.set()
-                elif not self.lost.is_set() and self.error is None:
+                if isinstance(item, threading.Event):
+                    item.set()
+                    continue
+                key, gen, write = item
+                now = time.monotonic()
+                skip = key is not None and self.latest[key] != gen and \
+                    now - self.posted_at.get(key, -math.inf) < SUPERSEDED_EVERY_S
+                if not (skip or self.lost.is_set() or self.error is not None):
                     write()
+                    if key is not None:
+                        self.posted_at[key] = now
             except (LeaseLostError, ServerUnreachableError) as e:
                 logger.warning("lost the lease while posting: %s", e)
                 self.lost.set()
@@ -146,6 +175,10 @@ class JobRun:
         self.lost = threading.Event()     # set by any thread that meets a 409
         self.done = threading.Event()     # ends the heartbeat thread
         self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        # Seqs already in the inbox: a pending control comes back on every heartbeat
+        # until its result is posted, and the claim lists it too; each applies once.
+        self.seen: set[int] = set()
+        self.seen_lock = threading.Lock()
         self.action = "continue"          # "pause" / "cancel" once a heartbeat says so
         self.sender = _Sender(self.lost)
         self.trainer: Trainer | None = None
@@ -157,7 +190,6 @@ class JobRun:
     # ------------------------------------------------------------------ threads
 
     def _heartbeats(self, interval: float) -> None:
-        seen: set[int] = set()
         while True:
             try:
                 reply = self.client.heartbeat(self.job_id, self.lease, self.epoch, self.step)
@@ -171,14 +203,19 @@ class JobRun:
             else:
                 if reply["action"] != "continue":
                     self.action = reply["action"]
-                # A pending control comes back on every heartbeat until its result is
-                # posted; the seq set keeps each one to a single application.
                 for control in reply["controls"]:
-                    if control["seq"] not in seen:
-                        seen.add(control["seq"])
-                        self.inbox.put(control)
+                    self._receive(control)
             if self.done.wait(interval):
                 return
+
+    def _receive(self, control: dict[str, Any]) -> None:
+        # Both the training thread (the claim's pending controls) and the heartbeat
+        # thread get here; the lock makes check-and-add one step.
+        with self.seen_lock:
+            if control["seq"] in self.seen:
+                return
+            self.seen.add(control["seq"])
+        self.inbox.put(control)
 
     # ------------------------------------------------------------------ setup
 
@@ -206,7 +243,7 @@ class JobRun:
                 if c["status"] == "applied" and c["applied_step"] > after:
                     out.setdefault(c["applied_step"], []).append(c)
                 elif c["status"] == "pending":
-                    self.inbox.put(c)
+                    self._receive(c)
         return out
 
     # ------------------------------------------------------------------ step boundary
@@ -250,15 +287,15 @@ class JobRun:
         if results:
             tree = state_tree(trainer)
             self._write(self.client.post_control_results, results)
-            self._write(self.client.put_state, tree)
+            self._write(self.client.put_state, tree, key="state")
 
     # ------------------------------------------------------------------ writes
 
-    def _write(self, call: Callable[..., None], *args: Any) -> None:
-        """Queue ``call(job_id, lease, *args)`` for the sender. The arguments are bound
-        now: a closure over the loop's variables would post whatever they hold by the
-        time the sender gets to it."""
-        self.sender.put(functools.partial(call, self.job_id, self.lease, *args))
+    def _write(self, call: Callable[..., None], *args: Any, key: str | None = None) -> None:
+        """Queue ``call(job_id, lease, *args)`` for the sender (``key``: see _Sender).
+        The arguments are bound now: a closure over the loop's variables would post
+        whatever they hold by the time the sender gets to it."""
+        self.sender.put(functools.partial(call, self.job_id, self.lease, *args), key)
 
     def _flush_steps(self, buffer: list[float | None]) -> None:
         """Queue the buffered losses of the steps just taken (they end at the trainer's
@@ -274,9 +311,9 @@ class JobRun:
         trainer = self.trainer
         blob, weights = checkpoint_to_bytes(trainer), weights_to_bytes(trainer.model)
         tree, epoch, step = state_tree(trainer), trainer.epoch, trainer.steps
-        self._write(self.client.put_blob, "checkpoint", blob, epoch, step)
-        self._write(self.client.put_blob, "weights", weights, epoch, step)
-        self._write(self.client.put_state, tree)
+        self._write(self.client.put_blob, "checkpoint", blob, epoch, step, key="checkpoint")
+        self._write(self.client.put_blob, "weights", weights, epoch, step, key="weights")
+        self._write(self.client.put_state, tree, key="state")
 
     def _finish(self, status: str, error: str | None = None) -> None:
         """Post what is queued, then the finish itself (synchronously)."""
@@ -307,7 +344,7 @@ class JobRun:
         self.epoch, self.step = trainer.epoch, trainer.steps
         replays = self._replays()
         tree = state_tree(trainer)  # taken now: the sender runs while training goes on
-        self._write(self.client.put_state, tree)
+        self._write(self.client.put_state, tree, key="state")
         buffer: list[float | None] = []
         while True:
             # The step boundary: every decision is taken here, between two updates.
@@ -325,7 +362,8 @@ class JobRun:
             if self._done():
                 self._flush_steps(buffer)
                 weights = weights_to_bytes(trainer.model)
-                self._write(self.client.put_blob, "weights", weights, trainer.epoch, trainer.steps)
+                self._write(self.client.put_blob, "weights", weights, trainer.epoch,
+                            trainer.steps, key="weights")
                 return "succeeded"
             self._take_controls(replays)
             record = trainer.step()

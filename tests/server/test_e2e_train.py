@@ -1,0 +1,58 @@
+"""End to end: scikit-learn's digits through a real server and a real worker process."""
+
+from __future__ import annotations
+
+import numpy as np
+from kiln_engine import Chain, losses, model_from_spec, onecold
+from kiln_engine.serialise import load_state_dict
+
+from .e2e_support import (  # noqa: F401  (fixtures)
+    digits_job,
+    digits_split,
+    e2e_server,
+    epochs,
+    finished,
+    make_workers,
+    new_client,
+    submit,
+    upload_digits,
+    weights,
+)
+
+
+def test_digits_mlp_with_adam_stops_at_95_percent(e2e_server, make_workers):
+    client, _ = new_client(e2e_server)
+    arrays = digits_split()
+    ds = upload_digits(client, arrays)
+    job = digits_job(ds, epochs=40, stop={"metric": "val_accuracy", "at_least": 0.95})
+    job_id = submit(client, job)
+    make_workers(e2e_server).start(1)
+
+    done = finished(client, job_id)
+    assert done["status"] == "succeeded", done["error"]
+    rows = epochs(client, job_id)
+    # One row per epoch, in order, the last the first to reach the criterion.
+    assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
+    assert 1 < len(rows) < job["epochs"]
+    accuracy = [r["metrics"]["val_accuracy"] for r in rows]
+    assert accuracy[-1] >= 0.95 and max(accuracy[:-1]) < 0.95
+    assert done["epoch"] == len(rows)
+    per_epoch = -(-len(arrays["x"]) // job["batch_size"])
+    assert done["step"] == len(rows) * per_epoch
+    for r in rows:
+        assert r["learning_rates"] == {"": 0.003}
+        assert r["frozen"] == [] and r["skipped_steps"] == 0
+        assert r["train_loss"] > 0 and r["samples_per_s"] > 0 and r["duration_s"] > 0
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+    # The final weights are the model the last row describes.
+    model = model_from_spec(job["model"])
+    assert isinstance(model, Chain)
+    load_state_dict(model, weights(client, job_id))
+    yhat = model(arrays["xv"])
+    assert float(np.mean(onecold(yhat) == arrays["yv"])) == accuracy[-1]
+    assert float(losses.logitcrossentropy(yhat, arrays["yv"])) == \
+        np.float32(rows[-1]["val_loss"])
+
+    steps = client.get(f"/v1/jobs/{job_id}/steps").json()
+    assert steps["steps"] == list(range(1, done["step"] + 1))
