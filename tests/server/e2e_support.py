@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from kiln_engine import state_dict
 from kiln_engine.serialise import weights_from_bytes
+from kiln_server.schemas import JobCreate
 from kiln_server.worker.build import build_trainer
 
 from .conftest import ADMIN_TOKEN, Server, mlp_job, npz_bytes, upload
@@ -181,6 +182,7 @@ def reference_run(job: dict[str, Any], dataset: str, arrays: dict[str, np.ndarra
                   ) -> tuple[dict[str, np.ndarray], list[float]]:
     """The same job trained uninterrupted in this process, by the engine alone: its final
     weights and every step's loss."""
+    job = JobCreate(**job).model_dump(mode="json")  # with the defaults, as the server stores it
     trainer = build_trainer(job, {dataset: arrays})
     losses = []
     per_epoch = len(trainer.loader)

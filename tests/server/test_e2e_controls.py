@@ -7,19 +7,22 @@ import time
 
 import numpy as np
 
-from .e2e_support import (  # noqa: F401  (fixtures)
+from . import e2e_support
+from .e2e_support import (
     digits_job,
     digits_split,
-    e2e_server,
     epochs,
     get_job,
-    make_workers,
     new_client,
     submit,
     upload_digits,
     wait_for,
     weights,
 )
+
+# The fixtures this module uses (pytest finds them among the module's names).
+e2e_server = e2e_support.e2e_server
+make_workers = e2e_support.make_workers
 
 ENC = ("layers.enc.weight", "layers.enc.bias")
 DEC = ("layers.dec.weight", "layers.dec.bias")
@@ -52,7 +55,7 @@ def _epochs_past(client, job_id, epoch):
 def test_adjust_freeze_thaw_pause_resume_cancel(e2e_server, make_workers):
     client, _ = new_client(e2e_server)
     ds = upload_digits(client, digits_split())
-    job_id = submit(client, digits_job(ds, epochs=400, stop=None))
+    job_id = submit(client, digits_job(ds, epochs=5000, stop=None))
     make_workers(e2e_server).start(1)
     _epochs_past(client, job_id, 0)
 

@@ -6,18 +6,21 @@ import numpy as np
 from kiln_engine import Chain, losses, model_from_spec, onecold
 from kiln_engine.serialise import load_state_dict
 
-from .e2e_support import (  # noqa: F401  (fixtures)
+from . import e2e_support
+from .e2e_support import (
     digits_job,
     digits_split,
-    e2e_server,
     epochs,
     finished,
-    make_workers,
     new_client,
     submit,
     upload_digits,
     weights,
 )
+
+# The fixtures this module uses (pytest finds them among the module's names).
+e2e_server = e2e_support.e2e_server
+make_workers = e2e_support.make_workers
 
 
 def test_digits_mlp_with_adam_stops_at_95_percent(e2e_server, make_workers):

@@ -60,7 +60,7 @@ def main(url: str, token: str, device: str = "cpu", *, cache: Path | None = None
     shutdown = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: shutdown.set())
-    client = WorkerClient(url, token)
+    client = WorkerClient(url, token, stop=shutdown)
     try:
         worker_id = client.register(name or f"{socket.gethostname()}:{os.getpid()}", described)
         logger.info("worker %s registered at %s with %s", worker_id, url, described)

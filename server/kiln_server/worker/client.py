@@ -7,7 +7,8 @@ Errors, drawn as the worker handles them::
                             the worker abandons the job at once and writes nothing more
 
 Connection failures and 5xx answers are retried with backoff (the server may be
-restarting) until ``retry_for_s`` has passed, then raised as ``ServerUnreachableError``.
+restarting) until ``retry_for_s`` has passed, or the worker is stopping, then raised as
+``ServerUnreachableError``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -65,11 +67,13 @@ class WorkerClient:
     """Calls of the worker API. Thread-safe: the heartbeat thread and the sender share it."""
 
     def __init__(self, url: str, token: str, *, retry_for_s: float = 60.0,
+                 stop: threading.Event | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.http = httpx.Client(base_url=url.rstrip("/") + "/v1/worker",
                                  headers={"Authorization": f"Bearer {token}"},
                                  timeout=REQUEST_TIMEOUT_S, transport=transport)
         self.retry_for_s = retry_for_s
+        self.stop = stop or threading.Event()  # once set, failed requests are not retried
 
     def close(self) -> None:
         self.http.close()
@@ -91,10 +95,12 @@ class WorkerClient:
                 if response.status_code < 500:
                     break
                 problem = f"HTTP {response.status_code}: {_detail(response)}"
-            if time.monotonic() + wait > deadline:
+            if time.monotonic() + wait > deadline or self.stop.is_set():
                 raise ServerUnreachableError(f"{method} {path}: {problem}")
             logger.warning("%s %s failed (%s); retrying in %.1f s", method, path, problem, wait)
-            time.sleep(wait * (0.5 + random.random() / 2))  # jitter: restarted servers
+            # Jitter, so that the workers of a restarted server do not all call at once.
+            if self.stop.wait(wait * (0.5 + random.random() / 2)):
+                raise ServerUnreachableError(f"{method} {path}: {problem} (shutting down)")
             wait = min(wait * 2, RETRY_MAX_S)
         if response.status_code == 409:
             raise LeaseLostError(f"{method} {path}: {_detail(response)}", 409, _detail(response))

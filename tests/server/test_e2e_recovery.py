@@ -1,0 +1,100 @@
+"""End to end: a worker killed mid-epoch, and a server restarted mid-job. Either way the
+job finishes with exactly the epochs, step losses and weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import conftest, e2e_support
+from .e2e_support import (
+    digits_job,
+    digits_split,
+    epochs,
+    finished,
+    get_job,
+    new_client,
+    reference_run,
+    submit,
+    upload_digits,
+    wait_for,
+    weights,
+)
+
+# The fixtures this module uses (pytest finds them among the module's names).
+e2e_server = e2e_support.e2e_server
+make_workers = e2e_support.make_workers
+
+EPOCHS = 10  # 1750 steps: under the 2000 points /steps returns undownsampled
+BATCH = 8
+
+
+def _assert_same_as_uninterrupted(client, job_id, job, ds, arrays):
+    """Epoch rows 1..EPOCHS once each, every step's loss, and the final weights, exactly
+    as the engine alone trains the same job without stopping."""
+    ref_weights, ref_losses = reference_run(job, ds, arrays)
+    assert [r["epoch"] for r in epochs(client, job_id)] == list(range(1, EPOCHS + 1))
+    steps = client.get(f"/v1/jobs/{job_id}/steps").json()
+    assert steps["stride"] == 1
+    assert steps["steps"] == list(range(1, len(ref_losses) + 1))
+    assert steps["losses"] == ref_losses
+    got = weights(client, job_id)
+    assert sorted(got) == sorted(ref_weights)
+    for path, w in ref_weights.items():
+        assert got[path].dtype == w.dtype and np.array_equal(got[path], w), path
+
+
+def test_worker_killed_mid_epoch_another_finishes_the_same_run(e2e_server, make_workers):
+    client, _ = new_client(e2e_server)
+    arrays = digits_split()
+    ds = upload_digits(client, arrays)
+    job = digits_job(ds, epochs=EPOCHS, stop=None, batch_size=BATCH)
+    job_id = submit(client, job)
+    per_epoch = -(-len(arrays["x"]) // BATCH)
+    workers = make_workers(e2e_server)
+    (first,) = workers.start(1)
+
+    def mid_epoch():
+        # Steps posted beyond the last epoch row: the worker is inside an epoch whose
+        # progress only a checkpoint-less restart can lose.
+        rows = epochs(client, job_id)
+        posted = client.get(f"/v1/jobs/{job_id}/steps").json()["steps"]
+        return len(rows) >= 2 and posted and posted[-1] > rows[-1]["epoch"] * per_epoch
+    wait_for("the worker to be inside an epoch", mid_epoch, every=0.01)
+    workers.kill(first)
+    killed_at = get_job(client, job_id)
+    assert killed_at["status"] == "running" and killed_at["epoch"] < EPOCHS
+
+    workers.start(1)
+    done = finished(client, job_id)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempt"] == 2
+    assert "resuming from the checkpoint" in workers.logs()[1]
+    _assert_same_as_uninterrupted(client, job_id, job, ds, arrays)
+
+
+def test_server_restarted_mid_job_loses_nothing(tmp_path, make_workers, monkeypatch):
+    (tmp_path / "data").mkdir()
+    server = conftest.Server(tmp_path / "data")
+    try:
+        client, _ = new_client(server)
+        arrays = digits_split()
+        ds = upload_digits(client, arrays)
+        job = digits_job(ds, epochs=EPOCHS, stop=None, batch_size=BATCH)
+        job_id = submit(client, job)
+        workers = make_workers(server)
+        workers.start(1)
+        wait_for("two epochs", lambda: len(epochs(client, job_id)) >= 2, every=0.02)
+        server.stop()
+        time.sleep(0.5)
+        # The same data and the same port: the worker's URL still reaches it.
+        monkeypatch.setattr(conftest, "free_port", lambda: server.port)
+        server = conftest.Server(tmp_path / "data")
+        client = server.client(client.headers["Authorization"].split()[1])
+        done = finished(client, job_id)
+        assert done["status"] == "succeeded", done["error"]
+        workers.stop()
+        _assert_same_as_uninterrupted(client, job_id, job, ds, arrays)
+    finally:
+        server.stop()
