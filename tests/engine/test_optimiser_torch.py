@@ -2,7 +2,8 @@
 
 Both sides minimise the same robust regression loss in float64 from the same start; Kiln
 is given the gradient written out in numpy, torch computes it by autograd. Every step's
-parameters must agree.
+parameters must agree. Rates are small enough that the runs stay clear of the oscillating
+regime near the optimum, where RMSProp amplifies round-off differences chaotically.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ CASES = [
      None),
     (AdamW(0.01, (0.9, 0.99), 0.05), lambda t, p: t.optim.AdamW(p, lr=0.01, betas=(0.9, 0.99),
                                                                 weight_decay=0.05), None),
-    (RMSProp(0.01, 0.9), lambda t, p: t.optim.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-8), None),
-    (RMSProp(0.01, 0.9, centred=True),
-     lambda t, p: t.optim.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-8, centered=True), None),
+    (RMSProp(0.002, 0.9), lambda t, p: t.optim.RMSprop(p, lr=0.002, alpha=0.9, eps=1e-8), None),
+    (RMSProp(0.002, 0.9, centred=True),
+     lambda t, p: t.optim.RMSprop(p, lr=0.002, alpha=0.9, eps=1e-8, centered=True), None),
     (Rprop(0.01), lambda t, p: t.optim.Rprop(p, lr=0.01), None),
     (OptimiserChain(ClipGrad(0.5), Descent(0.01)), lambda t, p: t.optim.SGD(p, lr=0.01), 0.5),
 ]
