@@ -59,7 +59,7 @@ RULES = [
     (AdamW(0.01, (0.8, 0.9), 0.1), R.ref_adamw, AdamW(0.05), ("lambda_", 0.3)),
     (AdamW(0.01, (0.8, 0.9), 0.1, couple=False), R.ref_adamw, AdamW(0.05, couple=False),
      ("eta", 0.02)),
-    (RAdam(0.01, (0.8, 0.6)), R.ref_radam, RAdam(0.05), ("eta", 0.002)),
+    (RAdam(0.01, (0.8, 0.9)), R.ref_radam, RAdam(0.05), ("eta", 0.002)),
     (AdaMax(0.01, (0.8, 0.9)), R.ref_adamax, AdaMax(0.05), ("eta", 0.002)),
     (OAdam(0.01, (0.6, 0.9)), R.ref_oadam, OAdam(0.05), ("eta", 0.002)),
     (AdaGrad(0.1), R.ref_adagrad, AdaGrad(0.5), ("eta", 0.01)),
