@@ -7,6 +7,9 @@ parameter must agree bit for bit after every step.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+
 import numpy as np
 import pytest
 from kiln_engine.optimisers import (
@@ -104,3 +107,27 @@ def test_other_arrays_and_rules_match_the_reference(case, monkeypatch):
     np.testing.assert_array_equal(x, ref)
     if case == "strided":
         np.testing.assert_array_equal(base[:, ::2], ref)  # updated in place, through the view
+
+
+def _threaded_update_in_child(queue):
+    x = np.zeros(4096)
+    update(setup(Descent(1.0), x), x, np.ones(4096))
+    queue.put(float(x.sum()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_forked_child_gets_its_own_thread_pool(monkeypatch):
+    monkeypatch.setattr(_fused, "CHUNK_MIN", 64)
+    monkeypatch.setattr(_fused, "_CORES", 2)
+    x = np.zeros(4096)
+    update(setup(Descent(1.0), x), x, np.ones(4096))  # the parent's pool now exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_threaded_update_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=20)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the child hung on the parent's thread pool"
+    assert queue.get(timeout=1) == -4096.0

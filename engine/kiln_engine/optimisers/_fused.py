@@ -46,6 +46,7 @@ CHUNK_MIN = 1 << 17
 
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
 
 
 def step_leaf(leaf: Any, x: Any, g: Any) -> None:
@@ -91,14 +92,15 @@ _RUNNERS: dict[type, Callable[[Any, Any, Any], bool]] = {}
 
 def _launch(kernel: Callable, arrays: tuple, k: tuple) -> None:
     """``kernel(*arrays, k)`` over 1-D arrays, in chunks on the thread pool when large."""
-    global _pool
+    global _pool, _pool_pid
     n = arrays[0].size
     parts = min(_CORES, n // CHUNK_MIN)
     if parts <= 1:
         kernel(*arrays, k)
         return
-    if _pool is None:
+    if _pool is None or _pool_pid != os.getpid():  # a forked child has none of the threads
         _pool = ThreadPoolExecutor(max_workers=_CORES - 1, thread_name_prefix="kiln-fused")
+        _pool_pid = os.getpid()
     edges = [(n * i // parts) & ~15 for i in range(parts)] + [n]  # 64-byte aligned cuts
     chunks = list(pairwise(edges))
     futures = [_pool.submit(kernel, *(a[lo:hi] for a in arrays), k) for lo, hi in chunks[1:]]
