@@ -1,0 +1,217 @@
+"""The service's cost: one job trained through Kiln's server and a worker process, against
+the same job trained by the engine alone; and how soon a live control takes effect.
+
+    python bench/service_throughput.py [--rounds 3] [--epochs 4] [--controls 40]
+
+Throughput: a real ``kiln-server serve`` (SQLite, a temporary data directory) and a real
+``kiln-server worker`` process train the job; its time is the job's ``finished_at -
+started_at`` (claim to finish: dataset fetch, build, training, a checkpoint, weights and
+state each epoch, the final upload). The engine alone runs the worker's own
+``build_trainer`` and steps the same job in this process. Rounds alternate the two and
+the overhead is the median of the per-round ratios (target: at most 3%).
+
+Control latency: while a long job runs, ``adjust`` controls are posted one at a time; the
+latency of each is from the API's response to the moment the worker applied it at a step
+boundary (the worker's log line, same machine, same clock), in milliseconds and in steps
+(target: p95 at most one step or 100 ms). Controls reach the worker on its heartbeat, so
+the latency follows the server's heartbeat interval (``--heartbeat-s``, printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from _timing import machine
+from kiln_server.schemas import JobCreate
+from kiln_server.worker.build import build_trainer
+
+ADMIN = "bench-admin-" + secrets.token_hex(16)
+#: Samples, features and classes of the synthetic data set (a noisy linear teacher).
+SAMPLES, FEATURES, CLASSES, HIDDEN, BATCH = 16384, 64, 10, 256, 64
+_APPLIED = re.compile(r"^(\S+ \S+) kiln_server\.worker\.run job \w+: control (\d+) .* applied "
+                      r"from step (\d+)", re.M)
+
+
+def dataset() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((SAMPLES + 1024, FEATURES)).astype(np.float32)
+    logits = x @ rng.standard_normal((FEATURES, CLASSES)) + rng.standard_normal(
+        (len(x), CLASSES))
+    y = logits.argmax(1).astype(np.int64)
+    return {"x": x[:SAMPLES], "y": y[:SAMPLES], "xv": x[SAMPLES:], "yv": y[SAMPLES:]}
+
+
+def job_spec(dataset_id: str, epochs: int) -> dict[str, Any]:
+    return {
+        "model": {"type": "Chain", "layers": {
+            "enc": {"type": "Dense", "in": FEATURES, "out": HIDDEN, "activation": "relu"},
+            "dec": {"type": "Dense", "in": HIDDEN, "out": CLASSES}}},
+        "optimiser": {"rule": "Adam", "eta": 0.001}, "loss": "logitcrossentropy",
+        "train": {"dataset": dataset_id, "x": "x", "y": "y"},
+        "validation": {"dataset": dataset_id, "x": "xv", "y": "yv"},
+        "batch_size": BATCH, "epochs": epochs, "seed": 0, "metrics": ["loss", "accuracy"]}
+
+
+def engine_alone(spec: dict[str, Any], dataset_id: str, arrays: dict[str, np.ndarray]) -> float:
+    """Seconds for the engine to build and train the job, as the worker would, in-process."""
+    t0 = time.perf_counter()
+    trainer = build_trainer(JobCreate(**spec).model_dump(mode="json"), {dataset_id: arrays})
+    total = spec["epochs"] * len(trainer.loader)
+    while trainer.steps < total:
+        trainer.step()
+    return time.perf_counter() - t0
+
+
+class Service:
+    """A server and one worker process in a temporary directory."""
+
+    def __init__(self, root: Path, heartbeat_s: float) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "KILN_ADMIN_TOKEN": ADMIN,
+               "KILN_HEARTBEAT_INTERVAL_S": str(heartbeat_s)}
+        self.procs = [subprocess.Popen(
+            [sys.executable, "-m", "kiln_server", "serve", "--port", str(port), "--workers",
+             "0", "--data-dir", str(root / "data")], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        admin = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN}"})
+        tokens = [admin.post("/v1/tokens", json={"user": u, "worker": w}).json()["token"]
+                  for u, w in (("bench", False), ("bench-worker", True))]
+        self.user = httpx.Client(base_url=self.url, timeout=60,
+                                 headers={"Authorization": f"Bearer {tokens[0]}"})
+        self.worker_log = root / "worker.log"
+        with open(self.worker_log, "w") as log:
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "kiln_server", "worker", "--url", self.url, "--token",
+                 tokens[1]], env={**env, "KILN_WORKER_CACHE": str(root / "cache")},
+                stdout=log, stderr=subprocess.STDOUT))
+
+    def upload(self, arrays: dict[str, np.ndarray]) -> str:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        r = self.user.post("/v1/datasets", content=buf.getvalue())
+        r.raise_for_status()
+        return r.json()["id"]
+
+    def submit(self, spec: dict[str, Any]) -> str:
+        r = self.user.post("/v1/jobs", json=spec)
+        r.raise_for_status()
+        return r.json()["id"]
+
+    def wait(self, job_id: str, until: tuple[str, ...]) -> dict[str, Any]:
+        while (job := self.user.get(f"/v1/jobs/{job_id}").json())["status"] not in until:
+            time.sleep(0.02)
+        return job
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+            p.wait(30)
+
+
+def through_service(svc: Service, spec: dict[str, Any]) -> float:
+    """Seconds from the claim to the finish of the job run through the service."""
+    job = svc.wait(svc.submit(spec), ("succeeded", "failed", "cancelled"))
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"the benchmark job ended {job['status']}: {job['error']}")
+    started, ended = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
+    return (ended - started).total_seconds()
+
+
+def control_latency(svc: Service, dataset_id: str, n: int) -> tuple[list[float], float]:
+    """Seconds from each control's API response to its application, and seconds per step."""
+    job_id = svc.submit(job_spec(dataset_id, 10_000))
+    while not svc.user.get(f"/v1/jobs/{job_id}/epochs").json():
+        time.sleep(0.05)
+    answered: dict[int, float] = {}
+    for i in range(n):
+        r = svc.user.post(f"/v1/jobs/{job_id}/controls", json={
+            "kind": "adjust", "path": "layers.enc", "hyper": {"eta": 1e-3 * (1 + i % 2)}})
+        answered[r.json()["seq"]] = time.time()
+        seq = r.json()["seq"]
+        while next(c for c in svc.user.get(f"/v1/jobs/{job_id}/controls").json()
+                   if c["seq"] == seq)["status"] == "pending":
+            time.sleep(0.01)
+        time.sleep(0.05 * (i % 3))  # arrive at different points of the heartbeat cycle
+    svc.user.post(f"/v1/jobs/{job_id}/cancel")
+    svc.wait(job_id, ("cancelled",))
+    applied = {int(seq): datetime.strptime(when, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+               for when, seq, _ in _APPLIED.findall(svc.worker_log.read_text())}
+    rows = svc.user.get(f"/v1/jobs/{job_id}/epochs").json()
+    step_s = sum(r["duration_s"] for r in rows) / (len(rows) * -(-SAMPLES // BATCH))
+    return [applied[s] - t for s, t in answered.items()], step_s
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--controls", type=int, default=40)
+    p.add_argument("--heartbeat-s", type=float, default=0.05,
+                   help="the server's heartbeat interval (KILN_HEARTBEAT_INTERVAL_S)")
+    args = p.parse_args()
+    print(machine())
+    arrays = dataset()
+    with tempfile.TemporaryDirectory() as tmp:
+        svc = Service(Path(tmp), args.heartbeat_s)
+        try:
+            ds = svc.upload(arrays)
+            spec = job_spec(ds, args.epochs)
+            through_service(svc, spec)  # warm-up: the worker caches the data set,
+            engine_alone(spec, ds, arrays)  # and both sides start their BLAS threads
+            ratios, alone, served = [], [], []
+            for _ in range(args.rounds):
+                alone.append(engine_alone(spec, ds, arrays))
+                served.append(through_service(svc, spec))
+                ratios.append(served[-1] / alone[-1])
+            steps = args.epochs * -(-SAMPLES // BATCH)
+            overhead = statistics.median(ratios) - 1
+            print(f"job: Dense {FEATURES}->{HIDDEN}->{CLASSES} with Adam, {SAMPLES} samples, "
+                  f"batch {BATCH}, {args.epochs} epochs ({steps} steps), validation each epoch")
+            print(f"engine alone   : {statistics.median(alone):.3f} s "
+                  f"({steps * BATCH / statistics.median(alone):,.0f} samples/s)")
+            print(f"through service: {statistics.median(served):.3f} s "
+                  f"({steps * BATCH / statistics.median(served):,.0f} samples/s)")
+            print(f"service overhead: {overhead:+.1%} (median of {args.rounds} interleaved "
+                  f"rounds; per round {', '.join(f'{r - 1:+.1%}' for r in ratios)}) "
+                  f"target <= +3%: {'met' if overhead <= 0.03 else 'NOT met'}")
+            lat, step_s = control_latency(svc, ds, args.controls)
+        finally:
+            svc.close()
+    q = statistics.quantiles(lat, n=20)
+    p50, p95 = statistics.median(lat), q[18]
+    print(f"control latency over {len(lat)} adjusts (heartbeat every {args.heartbeat_s} s, "
+          f"one step = {step_s * 1e3:.2f} ms): p50 {p50 * 1e3:.0f} ms "
+          f"({p50 / step_s:.1f} steps), p95 {p95 * 1e3:.0f} ms ({p95 / step_s:.1f} steps), "
+          f"max {max(lat) * 1e3:.0f} ms; target p95 <= 1 step or 100 ms: "
+          f"{'met' if p95 <= max(step_s, 0.1) else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

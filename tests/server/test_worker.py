@@ -1,0 +1,182 @@
+"""The worker's job loop against a scripted server (httpx.MockTransport): controls applied
+or rejected with their step, a lost lease abandoned without another write, and a resume
+that replays controls at their step and lands bit for bit on the uninterrupted run."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from kiln_engine.serialise import weights_from_bytes
+from kiln_server.schemas import JobCreate
+from kiln_server.worker.client import LEASE_HEADER, WorkerClient
+from kiln_server.worker.run import JobRun
+
+LEASE = "lease-1"
+STEPS_PER_EPOCH, EPOCHS = 8, 3
+
+
+def _npz() -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    np.savez(buf, x=rng.standard_normal((64, 4)).astype(np.float32),
+             y=rng.integers(0, 3, 64).astype(np.int64))
+    return buf.getvalue()
+
+
+DATA = _npz()
+DATA_SHA = hashlib.sha256(DATA).hexdigest()
+SPEC = JobCreate(
+    model={"type": "Chain", "layers": {
+        "enc": {"type": "Dense", "in": 4, "out": 8, "activation": "relu"},
+        "dec": {"type": "Dense", "in": 8, "out": 3}}},
+    optimiser={"rule": "Adam", "eta": 0.01}, loss="logitcrossentropy",
+    train={"dataset": "d"}, batch_size=64 // STEPS_PER_EPOCH, epochs=EPOCHS, seed=5,
+).model_dump(mode="json")
+
+
+def _control(seq: int, kind: str, path: str, hyper: dict | None = None, *,
+             applied_step: int | None = None) -> dict[str, Any]:
+    return {"seq": seq, "kind": kind, "path": path, "hyper": hyper or {},
+            "status": "pending" if applied_step is None else "applied",
+            "applied_epoch": None, "applied_step": applied_step}
+
+
+class FakeServer:
+    """The worker API, scripted: records every request; ``lose_after(path)`` says when the
+    lease is gone (every lease-carrying request is then a 409)."""
+
+    def __init__(self, lose_after: str | None = None) -> None:
+        self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
+        self.blobs = {DATA_SHA: DATA}
+        self.checkpoints: dict[int, str] = {}  # epoch -> sha
+        self.weights: bytes | None = None
+        self.results: list[dict] = []
+        self.epochs: list[dict] = []
+        self.steps: dict[int, float | None] = {}
+        self.finish: dict | None = None
+        self.lose_after, self.lost = lose_after, False
+        self.lock = threading.Lock()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self.lock:
+            response = self._answer(request)
+            self.requests.append((request.method, request.url.path, response.status_code))
+            return response
+
+    def _answer(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/v1/worker")
+        if path.startswith("/blobs/"):
+            return httpx.Response(200, content=self.blobs[path.rsplit("/", 1)[1]])
+        assert request.headers[LEASE_HEADER] == LEASE
+        if self.lost:
+            return httpx.Response(409, json={"detail": "the lease is no longer held"})
+        kind = path.rsplit("/", 1)[1]
+        body = json.loads(request.content) if kind not in ("checkpoint", "weights") else None
+        if kind == "heartbeat":
+            return httpx.Response(200, json={"lease_expires_at": _later(), "action": "continue",
+                                             "controls": []})
+        if kind == "steps":
+            for i, v in enumerate(body["losses"]):
+                self.steps[body["first_step"] + i] = v
+        elif kind == "epochs":
+            self.epochs += body["epochs"]
+        elif kind == "controls":
+            self.results += body["results"]
+        elif kind == "checkpoint":
+            sha = hashlib.sha256(request.content).hexdigest()
+            self.blobs[sha] = request.content
+            self.checkpoints[int(request.url.params["epoch"])] = sha
+        elif kind == "weights":
+            self.weights = request.content
+        elif kind == "finish":
+            self.finish = body
+        if self.lose_after == kind:
+            self.lost = True
+        return httpx.Response(204)
+
+
+def _later() -> str:
+    return (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
+
+
+def _run(server: FakeServer, tmp_path, *, controls=(), checkpoint: int | None = None) -> str:
+    claim = {"job_id": "j1", "lease_token": LEASE, "lease_expires_at": _later(),
+             "heartbeat_interval_s": 0.05, "attempt": 1, "spec": SPEC,
+             "datasets": {"d": {"sha256": DATA_SHA}}, "controls": list(controls),
+             "checkpoint": None if checkpoint is None else {
+                 "sha256": server.checkpoints[checkpoint], "epoch": checkpoint,
+                 "step": checkpoint * STEPS_PER_EPOCH}}
+    client = WorkerClient("http://kiln.test", "token", transport=httpx.MockTransport(server),
+                          retry_for_s=1.0)
+    try:
+        return JobRun(client, claim, device="cpu", cache=tmp_path / "cache",
+                      shutdown=threading.Event()).run()
+    finally:
+        client.close()
+
+
+def test_controls_are_applied_at_a_step_or_rejected_with_the_reason(tmp_path):
+    server = FakeServer()
+    controls = [_control(1, "adjust", "layers.enc", {"eta": 0.5}),
+                _control(2, "freeze", "layers.nope"),
+                _control(3, "adjust", "layers.dec", {"lr": 0.1})]
+    assert _run(server, tmp_path, controls=controls) == "succeeded"
+    by_seq = {r["seq"]: r for r in server.results}
+    assert by_seq[1] == {"seq": 1, "status": "applied", "epoch": 1, "step": 1}
+    assert by_seq[2]["status"] == "rejected" and "layers.nope" in by_seq[2]["reason"]
+    assert by_seq[3]["status"] == "rejected" and "lr" in by_seq[3]["reason"]
+    assert [e["epoch"] for e in server.epochs] == [1, 2, 3]
+    assert all(e["learning_rates"] == {"layers.enc": 0.5, "layers.dec": 0.01}
+               for e in server.epochs)
+    assert sorted(server.steps) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+    assert server.finish == {"status": "succeeded", "epoch": EPOCHS,
+                             "step": EPOCHS * STEPS_PER_EPOCH, "error": None}
+    # the final weights went up before the finish
+    writes = [p.rsplit("/", 1)[1] for m, p, _ in server.requests if "/jobs/" in p]
+    assert writes[-2:] == ["weights", "finish"]
+
+
+def test_a_lost_lease_is_abandoned_without_another_write(tmp_path):
+    server = FakeServer(lose_after="epochs")
+    assert _run(server, tmp_path) == "abandoned"
+    first_409 = next(i for i, r in enumerate(server.requests) if r[2] == 409)
+    after = server.requests[first_409:]
+    # At most the request in flight on the other thread meets the refusal too; nothing
+    # is attempted after that, and the job is never finished by this worker.
+    assert len(after) <= 2 and all(status == 409 for _, _, status in after), after
+    assert server.finish is None
+    assert [e["epoch"] for e in server.epochs] == [1]
+
+
+@pytest.mark.parametrize("at_step", [STEPS_PER_EPOCH + 5, 2 * STEPS_PER_EPOCH + 1])
+def test_resume_replays_controls_and_equals_the_uninterrupted_run(tmp_path, at_step):
+    controls = [_control(1, "freeze", "layers.enc", applied_step=at_step),
+                _control(2, "adjust", "", {"eta": 0.003}, applied_step=at_step + 2)]
+    whole = FakeServer()
+    assert _run(whole, tmp_path, controls=controls) == "succeeded"
+    expected = weights_from_bytes(whole.weights)
+
+    resumed = FakeServer()
+    resumed.blobs.update(whole.blobs)
+    resumed.checkpoints = dict(whole.checkpoints)
+    assert _run(resumed, tmp_path, controls=controls, checkpoint=1) == "succeeded"
+    got = weights_from_bytes(resumed.weights)
+    assert all(np.array_equal(got[k], v) for k, v in expected.items())
+    assert min(resumed.steps) == STEPS_PER_EPOCH + 1  # it went on from the checkpoint
+    assert [e["epoch"] for e in resumed.epochs] == [2, 3]
+    assert resumed.results == []  # replays were reported by the worker that applied them
+
+    plain = FakeServer()
+    plain.blobs.update(whole.blobs)
+    plain.checkpoints = dict(whole.checkpoints)
+    assert _run(plain, tmp_path, checkpoint=1) == "succeeded"
+    other = weights_from_bytes(plain.weights)
+    assert not all(np.array_equal(other[k], v) for k, v in expected.items())
