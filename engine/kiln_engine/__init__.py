@@ -8,6 +8,7 @@
 from . import activations, init, losses, random, schedules
 from ._backend import DeviceError
 from ._grad import GradientError, gradient, withgradient
+from ._malloc import keep_freed_memory
 from ._onehot import onecold, onehot
 from ._spec import SpecError
 from ._tree import Layers, PathError, Tangent, getpath, leaves, params, paths
@@ -41,11 +42,18 @@ from .layers import (
     AlphaDropout,
     BatchNorm,
     Chain,
+    Conv,
+    ConvTranspose,
     Dense,
     Dropout,
     Embedding,
+    Flatten,
+    GlobalMaxPool,
+    GlobalMeanPool,
     Layer,
     LayerNorm,
+    MaxPool,
+    MeanPool,
     Parallel,
     ShapeError,
     SkipConnection,
@@ -116,6 +124,8 @@ from .serialise import (
 from .stopping import early_stopping, patience, plateau
 from .training import EpochRecord, NonFiniteLossError, StepRecord, Trainer, accuracy, train
 
+keep_freed_memory()  # before the first large array: see _malloc.py
+
 __all__ = [
     "GRU",
     "LSTM",
@@ -135,6 +145,8 @@ __all__ = [
     "ClipGrad",
     "ClipNorm",
     "Constant",
+    "Conv",
+    "ConvTranspose",
     "CosAnneal",
     "DataLoader",
     "Dense",
@@ -144,6 +156,9 @@ __all__ = [
     "Embedding",
     "EpochRecord",
     "Exp",
+    "Flatten",
+    "GlobalMaxPool",
+    "GlobalMeanPool",
     "GradientError",
     "Interpolator",
     "Inv",
@@ -151,6 +166,8 @@ __all__ = [
     "LayerNorm",
     "Layers",
     "Lion",
+    "MaxPool",
+    "MeanPool",
     "Momentum",
     "NAdam",
     "Nesterov",
