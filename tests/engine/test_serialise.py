@@ -30,7 +30,7 @@ from kiln_engine.serialise import (
     state_dict,
     weights_to_bytes,
 )
-from kiln_engine.serialise.spec import LAYER_SPECS, _parse, _planned
+from kiln_engine.serialise.spec import LAYER_SPECS, LayerSpec, _parse, _planned, int_field
 
 
 def dense(n_in: int, n_out: int, activation: str = "identity", *, bias: bool = True,
@@ -61,6 +61,17 @@ def recurrent(kind: str, n_in: int, n_out: int, **fields: Any) -> dict:
     act = {"activation": "tanh"} if kind == "RNN" else {}
     return {"type": kind, "in": n_in, "out": n_out, **act, "bias": True, "dtype": "float32",
             **fields}
+
+
+def conv(kind: str, kernel: list[int], n_in: int, n_out: int, **fields: Any) -> dict:
+    base = {"type": kind, "kernel": kernel, "in": n_in, "out": n_out, "activation": "identity",
+            "stride": [1, 1], "pad": [0, 0, 0, 0], "dilation": [1, 1], "groups": 1}
+    extra = {"output_padding": [0, 0]} if kind == "ConvTranspose" else {}
+    return {**base, **extra, "bias": True, "dtype": "float32", **fields}
+
+
+def pool(kind: str, window: list[int], **fields: Any) -> dict:
+    return {"type": kind, "window": window, "stride": window, "pad": [0, 0, 0, 0], **fields}
 
 
 CONCAT = {"type": "concat", "axis": -1}
@@ -96,6 +107,26 @@ CASES: dict[str, tuple[dict, Callable[[np.random.Generator], np.ndarray]]] = {
     "Parallel": ({"type": "Parallel", "connection": {"type": "concat", "axis": 1},
                   "layers": {"a": dense(4, 2), "b": {"type": "Chain", "layers": [
                       dense(4, 3, "relu"), norm("LayerNorm", size=3)]}}}, normal(2, 4)),
+    "Conv": (conv("Conv", [3, 3], 2, 4, activation="relu", pad=[1, 1, 1, 1]),
+             normal(2, 2, 6, 6)),
+    "Conv-grouped-f64": (conv("Conv", [2, 3], 4, 6, stride=[2, 1], dilation=[1, 2], groups=2,
+                              bias=False, dtype="float64"), normal(1, 4, 7, 9)),
+    "ConvTranspose": (conv("ConvTranspose", [3, 3], 4, 2, stride=[2, 2], pad=[1, 1, 1, 1],
+                           output_padding=[1, 0], groups=2, activation="tanh"),
+                      normal(2, 4, 3, 3)),
+    "MaxPool": (pool("MaxPool", [2, 2]), normal(2, 3, 4, 4)),
+    "MaxPool-strided-padded": (pool("MaxPool", [3, 2], stride=[1, 2], pad=[1, 0, 1, 1]),
+                               normal(1, 2, 5, 5)),
+    "MeanPool": (pool("MeanPool", [2, 3], stride=[2, 1]), normal(2, 1, 4, 6)),
+    "GlobalMaxPool": ({"type": "GlobalMaxPool"}, normal(2, 3, 4, 4)),
+    "GlobalMeanPool": ({"type": "GlobalMeanPool"}, normal(2, 3, 4, 4)),
+    "Flatten": ({"type": "Flatten"}, normal(2, 3, 2, 2)),
+    "CNN": ({"type": "Chain", "layers": {
+        "features": {"type": "Chain", "layers": [
+            conv("Conv", [3, 3], 1, 4, activation="relu"), norm("BatchNorm", channels=4),
+            pool("MaxPool", [2, 2])]},
+        "head": {"type": "Chain", "layers": [{"type": "Flatten"}, dense(64, 3), "logsoftmax"]}}},
+        normal(2, 1, 10, 10)),
     "Parallel-mul": ({"type": "Parallel", "connection": "mul",
                       "layers": [dense(3, 3), "sigmoid"]}, normal(2, 3)),
 }
@@ -169,6 +200,28 @@ def test_init_and_rng_choose_the_initial_weights():
     np.testing.assert_array_equal(a.weight, b.weight)
 
 
+@pytest.mark.parametrize("kernel, pad", [(3, [1, 1, 1, 1]), ([4, 2], [2, 1, 1, 0])])
+def test_same_padding_is_written_out_as_numbers(kernel, pad):
+    # Flux's SamePad: a total of kernel - 1 per axis, the larger half first.
+    spec = {"type": "Conv", "kernel": kernel, "in": 1, "out": 1, "pad": "same"}
+    model = model_from_spec(spec)
+    assert model_to_spec(model)["pad"] == pad
+    assert model(np.ones((1, 1, 5, 6), np.float32)).shape == (1, 1, 5, 6)
+
+
+class Broken(Layer):
+    def __init__(self, n: int) -> None:
+        raise ValueError(f"Broken: n must be even; got {n}")
+
+
+def test_a_constraint_only_the_constructor_knows_still_gives_a_spec_error(monkeypatch):
+    entry = LayerSpec(Broken, (int_field("n", lambda m: 0),), lambda v, rng: Broken(v["n"]))
+    monkeypatch.setitem(LAYER_SPECS, Broken, entry)
+    with pytest.raises(SpecError) as e:
+        model_from_spec({"type": "Chain", "layers": [dense(2, 2), {"type": "Broken", "n": 3}]})
+    assert e.value.path == "model.layers[1]" and e.value.message == "Broken: n must be even; got 3"
+
+
 NESTED_BAD_OUT = {"type": "Chain", "layers": {"enc": {"type": "Chain", "layers": [
     {"type": "Dense", "in": 3, "out": 0}]}}}
 
@@ -226,6 +279,26 @@ NESTED_BAD_OUT = {"type": "Chain", "layers": {"enc": {"type": "Chain", "layers":
     ({"type": "SkipConnection", "layer": {"type": "Dense", "in": 2, "out": -1},
       "connection": "add"}, "model.layer.out", "positive integer"),
     ({"type": "Parallel", "connection": "add", "layers": []}, "model.layers", "at least one"),
+    ({"type": "Conv", "in": 3, "out": 4}, "model.kernel", "is required"),
+    ({"type": "Conv", "kernel": [3, 3, 3], "in": 3, "out": 4}, "model.kernel",
+     "must be a positive integer or a pair of them; got [3, 3, 3]"),
+    ({"type": "Conv", "kernel": 3, "in": 3, "out": 4, "stride": [1, 0]}, "model.stride",
+     "positive integer or a pair"),
+    ({"type": "Conv", "kernel": 3, "in": 3, "out": 4, "pad": "valid"}, "model.pad",
+     '[top, bottom, left, right] or "same"'),
+    ({"type": "Conv", "kernel": 3, "in": 3, "out": 4, "pad": [1, -1]}, "model.pad",
+     "non-negative"),
+    ({"type": "Conv", "kernel": 3, "in": 3, "out": 4, "groups": 2}, "model.groups",
+     "must divide both in (3) and out (4); got 2"),
+    ({"type": "ConvTranspose", "kernel": 3, "in": 2, "out": 2, "output_padding": 1},
+     "model.output_padding", "smaller than the stride [1, 1] or the dilation [1, 1]"),
+    ({"type": "ConvTranspose", "kernel": 3, "in": 2, "out": 2, "stride": 4, "pad": "same"},
+     "model.pad", "\"same\" needs a dilated kernel [3, 3] at least as large as the stride "
+     "[4, 4]"),
+    ({"type": "MaxPool", "window": 2, "pad": 2}, "model.pad",
+     "smaller than the window [2, 2] on each side"),
+    ({"type": "MeanPool", "window": 2, "stride": 0}, "model.stride", "positive integer"),
+    ({"type": "Flatten", "dims": 1}, "model.dims", "unknown field; valid fields are ['type']"),
     ({"type": "Parallel", "connection": "add", "layers": [dense(2, 2)] * 3},
      "model.connection", "'add' joins two branches but there are 3 layers"),
     ({"type": "Parallel", "connection": CONCAT, "layers": {"a": dense(2, 2), "b": {

@@ -24,10 +24,17 @@ from ..layers import (
     AlphaDropout,
     BatchNorm,
     Chain,
+    Conv,
+    ConvTranspose,
     Dense,
     Dropout,
     Embedding,
+    Flatten,
+    GlobalMaxPool,
+    GlobalMeanPool,
     LayerNorm,
+    MaxPool,
+    MeanPool,
     Parallel,
     SkipConnection,
     concat,
@@ -128,6 +135,140 @@ register(LayerSpec(
                                    dtype=_dtype(v), rng=rng),
     arrays=lambda v: [("weight", (v["vocab"], v["dim"]), v["dtype"])],
 ))
+
+# --- convolution and pooling (2-d, NCHW) ------------------------------------------------
+
+def _pair_field(name: str, dump: Callable[[Any], tuple[int, int]], *, default: Any = ...,
+                minimum: int = 1) -> Field:
+    """An integer or a [height, width] pair, each >= ``minimum``; parsed as the pair.
+    Absent or null means ``default`` (``...``: required)."""
+    kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(spec: dict, path: str) -> list[int] | None:
+        v = spec.get(name)
+        if v is None:
+            if default is ...:
+                raise SpecError(join(path, name), f"is required: {kind} or a pair of them")
+            return default
+        items = [v, v] if isinstance(v, int) else v
+        if not isinstance(items, list) or len(items) != 2 or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= minimum for n in items):
+            raise SpecError(join(path, name), f"must be {kind} or a pair of them; got {v!r}")
+        return list(items)
+
+    return Field(name, parse, lambda layer, path: list(dump(layer)))
+
+
+def _pad_field(dump: Callable[[Any], tuple[int, ...]]) -> Field:
+    """``pad``: an integer, [height, width], [top, bottom, left, right] or "same"."""
+    def parse(spec: dict, path: str) -> list[int] | str:
+        v = spec.get("pad", 0)
+        if v == "same":
+            return v
+        items = [v] * 4 if isinstance(v, int) else v
+        if isinstance(items, list) and len(items) == 2:
+            items = [items[0], items[0], items[1], items[1]]
+        if not isinstance(items, list) or len(items) != 4 or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in items):
+            raise SpecError(join(path, "pad"), "must be a non-negative integer, [height, width], "
+                            f"[top, bottom, left, right] or \"same\"; got {v!r}")
+        return items
+
+    return Field("pad", parse, lambda layer, path: list(dump(layer)))
+
+
+def _conv_fields(*extra: Field) -> tuple[Field, ...]:
+    return (_pair_field("kernel", lambda m: m.geometry.kernel),
+            int_field("in", lambda m: m.in_channels), int_field("out", lambda m: m.out_channels),
+            activation_field(lambda m: m.activation),
+            _pair_field("stride", lambda m: m.geometry.stride, default=[1, 1]),
+            _pad_field(lambda m: m.geometry.pad),
+            _pair_field("dilation", lambda m: m.geometry.dilation, default=[1, 1]),
+            int_field("groups", lambda m: m.geometry.groups, default=1), *extra,
+            bool_field("bias", lambda m: m.bias is not None, default=True),
+            _init_field(), dtype_field(lambda m: m.weight))
+
+
+def _check_conv(v: dict[str, Any], path: str) -> None:
+    g = v["groups"]
+    if v["in"] % g or v["out"] % g:
+        raise SpecError(join(path, "groups"), f"must divide both in ({v['in']}) and out "
+                        f"({v['out']}); got {g}")
+
+
+def _check_conv_transpose(v: dict[str, Any], path: str) -> None:
+    _check_conv(v, path)
+    stride, dilation, op = v["stride"], v["dilation"], v["output_padding"]
+    if any(p >= max(s, d) for p, s, d in zip(op, stride, dilation)):
+        raise SpecError(join(path, "output_padding"), f"must be smaller than the stride "
+                        f"{stride} or the dilation {dilation}; got {op}")
+    span = [d * (k - 1) + 1 for k, d in zip(v["kernel"], dilation)]
+    if v["pad"] == "same" and any(n < s for n, s in zip(span, stride)):
+        raise SpecError(join(path, "pad"), f"\"same\" needs a dilated kernel {span} at least "
+                        f"as large as the stride {stride}")
+
+
+def _conv_build(cls: type, **extra: Callable[[dict], Any]) -> Callable:
+    def build(v: dict[str, Any], rng: np.random.Generator | None) -> Any:
+        return cls(tuple(v["kernel"]), v["in"], v["out"], ACTIVATIONS[v["activation"]],
+                   stride=tuple(v["stride"]),
+                   pad=v["pad"] if v["pad"] == "same" else tuple(v["pad"]),
+                   dilation=tuple(v["dilation"]), groups=v["groups"], bias=v["bias"],
+                   init=INITIALISERS[v["init"]], dtype=_dtype(v), rng=rng,
+                   **{k: f(v) for k, f in extra.items()})
+
+    return build
+
+
+def _conv_arrays(transpose: bool) -> Callable[[dict], list[PlannedArray]]:
+    """Conv weight (out, in / groups, kh, kw); ConvTranspose (in, out / groups, kh, kw)."""
+    def arrays(v: dict[str, Any]) -> list[PlannedArray]:
+        a, b = (v["in"], v["out"]) if transpose else (v["out"], v["in"])
+        w = ("weight", (a, b // v["groups"], *v["kernel"]), v["dtype"])
+        return [w] + ([("bias", (v["out"],), v["dtype"])] if v["bias"] else [])
+
+    return arrays
+
+
+register(LayerSpec(Conv, _conv_fields(), _conv_build(Conv), _conv_arrays(False), _check_conv))
+register(LayerSpec(
+    ConvTranspose,
+    _conv_fields(_pair_field("output_padding", lambda m: m.output_padding, default=[0, 0],
+                             minimum=0)),
+    _conv_build(ConvTranspose, output_padding=lambda v: tuple(v["output_padding"])),
+    _conv_arrays(True), _check_conv_transpose,
+))
+
+
+def _check_pool(v: dict[str, Any], path: str) -> None:
+    pad, (h, w) = v["pad"], v["window"]
+    if pad != "same" and (max(pad[:2]) >= h or max(pad[2:]) >= w):
+        raise SpecError(join(path, "pad"), f"must be smaller than the window {v['window']} on "
+                        f"each side; got {pad}")
+
+
+def _pool_spec(cls: type) -> LayerSpec:
+    """MaxPool and MeanPool: a null stride is the window."""
+    def build(v: dict[str, Any], rng: np.random.Generator | None) -> Any:
+        return cls(tuple(v["window"]), stride=None if v["stride"] is None else tuple(v["stride"]),
+                   pad=v["pad"] if v["pad"] == "same" else tuple(v["pad"]))
+
+    fields = (_pair_field("window", lambda m: m.window),
+              _pair_field("stride", lambda m: m.stride, default=None),
+              _pad_field(lambda m: m.pad))
+    return LayerSpec(cls, fields, build, check=_check_pool)
+
+
+def _fieldless_spec(cls: type) -> LayerSpec:
+    return LayerSpec(cls, (), build=lambda v, rng: cls())
+
+
+register(_pool_spec(MaxPool))
+register(_pool_spec(MeanPool))
+register(_fieldless_spec(GlobalMaxPool))
+register(_fieldless_spec(GlobalMeanPool))
+register(_fieldless_spec(Flatten))
+
 
 # --- Dropout ----------------------------------------------------------------------------
 
