@@ -150,9 +150,11 @@ def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> No
 # --- specs ------------------------------------------------------------------------------
 
 def test_every_exported_layer_type_has_a_spec_and_a_round_trip_case():
-    exported = {obj for name in kiln_engine.__all__
-                if isinstance(obj := getattr(kiln_engine, name), type)
-                and issubclass(obj, Layer) and obj is not Layer}
+    # Concrete layers (those that define a call) exported from kiln_engine or its layers.
+    exported = {obj for module in (kiln_engine, kiln_engine.layers) for name in module.__all__
+                if isinstance(obj := getattr(module, name), type)
+                and issubclass(obj, Layer) and obj.__call__ is not Layer.__call__}
+    assert {Dense, Chain} <= exported
     missing = sorted(c.__name__ for c in exported - set(LAYER_SPECS))
     assert not missing, f"layer types without a spec entry: {missing}"
     untested = {e.name for e in LAYER_SPECS.values()} - {s["type"] for s, _ in CASES.values()}
