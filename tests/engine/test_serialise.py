@@ -625,3 +625,17 @@ def test_weights_go_back_to_the_models_device():
     assert fresh.layers.a.weight is fresh.layers.b.weight
     load_state_dict(fresh, state_dict(tied_model(2)))  # host arrays onto the GPU model
     assert device_of(fresh.layers.c.bias) == "cuda:0"
+
+
+def test_deeply_nested_spec_is_refused_not_recursed():
+    from kiln_engine.serialise.spec import MAX_NESTING
+
+    spec = {"type": "Dense", "in": 2, "out": 2}
+    for _ in range(5 * MAX_NESTING):
+        spec = {"type": "Chain", "layers": [spec]}
+    with pytest.raises(SpecError, match="nested more than"):
+        model_from_spec(spec)
+    shallow = {"type": "Dense", "in": 2, "out": 2}
+    for _ in range(MAX_NESTING // 2):
+        shallow = {"type": "Chain", "layers": [shallow]}
+    assert model_from_spec(shallow) is not None

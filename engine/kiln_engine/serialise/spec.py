@@ -248,7 +248,15 @@ def _entry(spec: dict, path: str) -> LayerSpec:
                     f"{found}{hint}")
 
 
+#: Layers nested deeper than this are refused rather than recursed into (a hostile spec
+#: must get a SpecError, not a RecursionError).
+MAX_NESTING = 64
+
+
 def _parse(spec: Any, path: str) -> _Plan:
+    # Each level of nesting adds two path segments (``.layers[0]``, ``.layers.enc``).
+    if path.count(".") + path.count("[") > 2 * MAX_NESTING:
+        raise SpecError(path, f"layers are nested more than {MAX_NESTING} levels deep")
     if not isinstance(spec, dict):
         raise SpecError(path, f"must be an object with a \"type\" field; got "
                         f"{type(spec).__name__}")
