@@ -47,8 +47,10 @@ logger = logging.getLogger(__name__)
 
 #: Step losses go to the server in batches of this many steps (and at each epoch's end).
 #: The batches start at fixed global steps, so a resumed job reposts exactly the batches
-#: a dead worker posted and the server replaces them (it keys them by first step).
-STEPS_PER_POST = 50
+#: a dead worker posted and the server replaces them (it keys them by first step). Each
+#: post costs the training thread a thread switch (the sender takes the GIL to post), so
+#: a batch is a few hundred steps: a fraction of a second of a small model's training.
+STEPS_PER_POST = 200
 #: When the sender lags, a checkpoint (weights, state tree) that a newer one already
 #: follows in the queue is still posted if none was posted for this many seconds.
 SUPERSEDED_EVERY_S = 1.0
