@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; this keeps a ba
 enabled = njit is not None
 
 #: A leaf is split over threads in chunks of at least this many entries.
-CHUNK_MIN = 1 << 17
+CHUNK_MIN = 1 << 19
 
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _pool: ThreadPoolExecutor | None = None
@@ -128,16 +128,17 @@ if njit is not None:
 
     @_jit
     def _adam(x: Any, g: Any, m: Any, v: Any, k: tuple) -> None:
-        # k = (b1, b2, 1-b1, 1-b2, 1-b1^t, 1-b2^t, epsilon, eta, lambda, mode); mode 0 is
-        # Adam, 1 AdamW coupled, 2 AdamW decoupled.
+        # k = (b1, b2, 1-b1, 1-b2, scale, 1/sqrt(1-b2^t), epsilon, eta, lambda, mode): mode 0
+        # is Adam (scale = eta/(1-b1^t)), 1 AdamW coupled, 2 AdamW decoupled (scale =
+        # 1/(1-b1^t)); rules._adam_step is the reference.
         for i in range(x.size):
             gi, xi = g[i], x[i]
             mi = m[i] * k[0] + k[2] * gi
             vi = v[i] * k[1] + k[3] * (gi * gi)
             m[i], v[i] = mi, vi
-            adam = mi / k[4] / (np.sqrt(vi / k[5]) + k[6])
+            adam = k[4] * mi / (np.sqrt(vi) * k[5] + k[6])
             if k[9] == 0:
-                step = adam * k[7]
+                step = adam
             elif k[9] == 1:
                 step = k[7] * (adam + k[8] * xi)
             else:
@@ -163,12 +164,13 @@ if njit is not None:
             return False
         t = x.dtype.type
         b1, b2 = cast(x, r.beta[0]), cast(x, r.beta[1])
+        eta = cast(x, r.eta)
         if isinstance(r, AdamW):  # AdamW's epsilon is not floored for float16, as its apply
-            eps, lam, mode = cast(x, r.epsilon), cast(x, r.lambda_), t(1 if r.couple else 2)
+            eps, lam, mode, scale = (cast(x, r.epsilon), cast(x, r.lambda_),
+                                     t(1 if r.couple else 2), t(1 / (1 - bt1)))
         else:
-            eps, lam, mode = cast_eps(x, r.epsilon), t(0), t(0)
-        k = (b1, b2, t(1 - b1), t(1 - b2), t(1 - bt1), t(1 - bt2), eps, cast(x, r.eta), lam,
-             mode)
+            eps, lam, mode, scale = cast_eps(x, r.epsilon), t(0), t(0), t(eta / (1 - bt1))
+        k = (b1, b2, t(1 - b1), t(1 - b2), scale, t(1 / np.sqrt(1 - bt2)), eps, eta, lam, mode)
         _launch(_adam, (x, g, mf, vf), k)
         leaf.state = (m, v, (t(bt1 * b1), t(bt2 * b2)))
         return True

@@ -41,6 +41,19 @@ def _update_moments(m: Any, v: Any, dx: Any, b1: Any, b2: Any) -> None:
     v += (1 - b2) * (dx * dx)
 
 
+def _adam_step(xp: Any, m: Any, v: Any, scale: Any, bt2: Any, eps: Any) -> Any:
+    """``scale * m / (sqrt(v) * (1/sqrt(1-b2^t)) + eps)``: Adam's step, one division per entry.
+
+    The fused kernel (``_fused.py``) does these very operations in this order.
+    """
+    den = xp.sqrt(v)
+    den *= 1 / np.sqrt(1 - bt2)
+    den += eps
+    step = scale * m
+    step /= den
+    return step
+
+
 @dataclass(frozen=True, repr=False)
 class Descent(Rule):
     """``Descent(eta=0.1)``: plain gradient descent, ``x -= eta * dx`` (torch.optim.SGD)."""
@@ -166,9 +179,11 @@ class Adam(Rule):
     """``Adam(eta=0.001, beta=(0.9, 0.999), epsilon=1e-8)``: Kingma & Ba's Adam.
 
     ``m = b1 m + (1-b1) dx``, ``v = b2 v + (1-b2) dx^2``, step
-    ``m / (1-b1^t) / (sqrt(v / (1-b2^t)) + epsilon) * eta``, as torch.optim.Adam. The
-    state is ``(m, v, (b1^t, b2^t))``; after ``adjust(beta=...)`` the powers go on with
-    the new betas.
+    ``m / (1-b1^t) / (sqrt(v / (1-b2^t)) + epsilon) * eta``, as Optimisers.jl and
+    torch.optim.Adam. It is evaluated as torch does, with the scalar factors first:
+    ``eta/(1-b1^t) * m / (sqrt(v) * (1/sqrt(1-b2^t)) + epsilon)`` (one division per entry
+    instead of three; the same up to rounding). The state is ``(m, v, (b1^t, b2^t))``;
+    after ``adjust(beta=...)`` the powers go on with the new betas.
     """
 
     eta: float = 0.001
@@ -184,7 +199,7 @@ class Adam(Rule):
         b1, b2 = _betas(self, x)
         m, v, (bt1, bt2) = state
         _update_moments(m, v, dx, b1, b2)
-        step = m / (1 - bt1) / (xp.sqrt(v / (1 - bt2)) + eps) * eta
+        step = _adam_step(xp, m, v, eta / (1 - bt1), bt2, eps)
         return (m, v, (bt1 * b1, bt2 * b2)), step
 
 
@@ -197,6 +212,7 @@ class AdamW(Rule):
     torch.optim.AdamW(lr=eta, weight_decay=lambda_) (whose default decay is 0.01, here 0).
     With ``couple=False`` the decay is not scaled by the rate: ``eta adam + lambda_ x``,
     as in Loshchilov & Hutter's paper. (``lambda`` is a Python keyword, hence ``lambda_``.)
+    ``adam`` is evaluated as in :class:`Adam`, with the scalar factors first.
     """
 
     eta: float = 0.001
@@ -214,7 +230,7 @@ class AdamW(Rule):
         b1, b2 = _betas(self, x)
         m, v, (bt1, bt2) = state
         _update_moments(m, v, dx, b1, b2)
-        adam = m / (1 - bt1) / (xp.sqrt(v / (1 - bt2)) + eps)
+        adam = _adam_step(xp, m, v, 1 / (1 - bt1), bt2, eps)
         step = eta * (adam + lam * x) if self.couple else eta * adam + lam * x
         return (m, v, (bt1 * b1, bt2 * b2)), step
 
