@@ -20,6 +20,7 @@ of ours would be refused anyway.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
@@ -176,7 +177,10 @@ class JobRun:
         self.spec: dict[str, Any] = claim["spec"]
         self.lost = threading.Event()     # set by any thread that meets a 409
         self.done = threading.Event()     # ends the heartbeat thread
-        self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        # Controls to apply, appended by the heartbeat thread and taken by the training
+        # thread (deque's append and popleft are atomic; an empty deque is one check per
+        # step, where an empty Queue would raise and catch an exception every step).
+        self.inbox: collections.deque[dict[str, Any]] = collections.deque()
         # Seqs already in the inbox: a pending control comes back on every heartbeat
         # until its result is posted, and the claim lists it too; each applies once.
         self.seen: set[int] = set()
@@ -217,7 +221,7 @@ class JobRun:
             if control["seq"] in self.seen:
                 return
             self.seen.add(control["seq"])
-        self.inbox.put(control)
+        self.inbox.append(control)
 
     # ------------------------------------------------------------------ setup
 
@@ -281,11 +285,8 @@ class JobRun:
         for control in replays.pop(trainer.steps + 1, []):
             self._apply(control)  # already reported by the worker that applied it first
         results = []
-        while True:
-            try:
-                results.append(self._apply(self.inbox.get_nowait()))
-            except queue.Empty:
-                break
+        while self.inbox:
+            results.append(self._apply(self.inbox.popleft()))
         if results:
             tree = state_tree(trainer)
             self._write(self.client.post_control_results, results)
