@@ -216,6 +216,7 @@ def control_latency(svc: Service, dataset_id: str, n: int) -> tuple[list[float],
 
 
 def main() -> None:
+    global HIDDEN, BATCH
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--epochs", type=int, default=8)
@@ -225,7 +226,6 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=HIDDEN)
     p.add_argument("--batch", type=int, default=BATCH)
     args = p.parse_args()
-    global HIDDEN, BATCH
     HIDDEN, BATCH = args.hidden, args.batch
     print(machine())
     arrays = dataset()
