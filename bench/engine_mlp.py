@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import interleaved, machine, ratio_line  # noqa: E402
-
-from kiln_engine import Chain, Dense, gradient, losses, relu  # noqa: E402
+from _timing import interleaved, machine, ratio_line
+from kiln_engine import Chain, Dense, gradient, losses, relu
 
 
 def copy_to_torch(model: Chain) -> torch.nn.Sequential:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from kiln_engine import Chain, Dense, DeviceError
 from kiln_engine._backend import array_module, cupy_or_none, device_of, parse_device
 from kiln_engine.device import cpu, gpu, to_device
