@@ -52,6 +52,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from ...errors import NotFoundError
@@ -157,7 +158,8 @@ async def put_checkpoint(job_id: str, request: Request, lease: Lease, session: S
                          epoch: int = Query(ge=0), step: int = Query(ge=0)) -> None:
     """Upload the job's checkpoint (opaque bytes the worker can resume from)."""
     staged = await receive(request, blobs, settings.max_upload_bytes)
-    queue.put_blob(session, blobs, job_id, lease, "checkpoint", staged, epoch, step)
+    await run_in_threadpool(queue.put_blob, session, blobs, job_id, lease, "checkpoint", staged,
+                            epoch, step)
 
 
 @router.put("/jobs/{job_id}/weights", status_code=204, responses=_LEASE, openapi_extra=_BYTES)
@@ -165,7 +167,7 @@ async def put_weights(job_id: str, request: Request, lease: Lease, session: Sess
                       token: CurrentWorkerToken, blobs: BlobsDep, settings: SettingsDep) -> None:
     """Upload the job's current weights (safetensors)."""
     staged = await receive(request, blobs, settings.max_upload_bytes)
-    queue.put_blob(session, blobs, job_id, lease, "weights", staged, 0, 0)
+    await run_in_threadpool(queue.put_blob, session, blobs, job_id, lease, "weights", staged, 0, 0)
 
 
 @router.put("/jobs/{job_id}/state", status_code=204, responses=_LEASE)
