@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kiln-installed
 
-.PHONY: run test lint bench venv clean
+.PHONY: run demo test lint bench venv clean
 
 $(STAMP): engine/pyproject.toml server/pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,13 @@ $(STAMP): engine/pyproject.toml server/pyproject.toml client/pyproject.toml
 
 venv: $(STAMP)
 
-## Kiln's main job (until the server lands: an engine training demo on scikit-learn's digits)
+## Kiln's main job: the server on SQLite (data in ./kiln-data) with one local worker.
+## It prints the URL and, on first start, an admin token.
 run: $(STAMP)
+	$(VENV)/bin/kiln-server serve --data-dir kiln-data
+
+## The engine alone: train an MLP on scikit-learn's digits in this process.
+demo: $(STAMP)
 	$(PY) -m kiln_engine.demo
 
 ## Every test: lint, then the whole suite. PyTorch-oracle tests run when torch is installed
@@ -29,8 +34,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+## Benchmarks against PyTorch (installs torch==2.13.0 into the venv); see bench/README.md.
 bench: $(STAMP)
-	$(PY) bench/engine_step.py
+	$(PY) -m pip install -q torch==2.13.0
+	for b in bench/engine_*.py; do $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
