@@ -380,3 +380,18 @@ def test_state_tree_repr_lists_leaves_by_path():
     assert isinstance(state, StateTree)
     assert repr(state) == ("StateTree[Chain](\n  layers.enc.weight: Leaf(Descent(eta=0.5))\n"
                            "  layers.enc.bias: Leaf(Descent(eta=0.5), frozen=True)\n)")
+
+
+def test_json_spells_lambda_as_optimisers_jl_does():
+    from kiln_engine._spec import SpecError
+    from kiln_engine.optimisers.spec import hyper_from_json, rule_from_spec, rule_to_spec
+
+    rule = rule_from_spec({"rule": "OptimiserChain", "rules": [
+        {"rule": "WeightDecay", "lambda": 1e-4}, {"rule": "AdamW", "lambda": 0.01}]})
+    assert rule.rules[0].lambda_ == 1e-4 and rule.rules[1].lambda_ == 0.01
+    spec = rule_to_spec(rule)
+    assert spec["rules"][0] == {"rule": "WeightDecay", "lambda": 1e-4}
+    assert rule_to_spec(rule_from_spec(spec)) == spec
+    with pytest.raises(SpecError, match=r"optimiser\.lambda_: unknown field.*'lambda'"):
+        rule_from_spec({"rule": "WeightDecay", "lambda_": 1e-4})
+    assert hyper_from_json({"lambda": 0.1, "eta": 0.2}) == {"lambda_": 0.1, "eta": 0.2}

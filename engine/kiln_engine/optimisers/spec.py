@@ -36,7 +36,17 @@ from .rules import (
     Rprop,
 )
 
-__all__ = ["RULES", "rule_from_spec", "rule_to_spec"]
+__all__ = ["RULES", "hyper_from_json", "rule_from_spec", "rule_to_spec"]
+
+# JSON spells a hyper-parameter as Optimisers.jl does; Python needs a trailing underscore
+# where that name is a keyword (``lambda`` -> ``lambda_``).
+_TO_PYTHON = {"lambda": "lambda_"}
+_TO_JSON = {v: k for k, v in _TO_PYTHON.items()}
+
+
+def hyper_from_json(hyper: dict[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters named as in JSON (``{"lambda": 1e-4}``) as ``adjust`` takes them."""
+    return {_TO_PYTHON.get(k, k): v for k, v in hyper.items()}
 
 #: Every rule by name, as specs spell it.
 RULES: dict[str, type[Rule]] = {cls.__name__: cls for cls in (
@@ -60,7 +70,8 @@ def rule_to_spec(rule: Rule) -> dict[str, Any]:
         return {"rule": "OptimiserChain", "rules": [rule_to_spec(r) for r in rule.rules]}
     if not isinstance(rule, Rule):
         raise TypeError(f"rule_to_spec: expected a rule such as Adam(); got {type(rule).__name__}")
-    return {"rule": type(rule).__name__, **{k: _json(v) for k, v in rule.hyperparameters().items()}}
+    return {"rule": type(rule).__name__,
+            **{_TO_JSON.get(k, k): _json(v) for k, v in rule.hyperparameters().items()}}
 
 
 def rule_from_spec(spec: Any, path: str = "optimiser") -> Rule:
@@ -78,13 +89,14 @@ def rule_from_spec(spec: Any, path: str = "optimiser") -> Rule:
         return OptimiserChain(*(rule_from_spec(m, join(join(path, "rules"), i))
                                 for i, m in enumerate(members)))
     fields = dataclasses.fields(cls)
-    required = tuple(f.name for f in fields if f.default is dataclasses.MISSING)
-    check_keys(spec, path, {"rule", *(f.name for f in fields)}, required=required)
+    names = {_TO_JSON.get(f.name, f.name): f.name for f in fields}
+    required = tuple(k for k, f in zip(names, fields) if f.default is dataclasses.MISSING)
+    check_keys(spec, path, {"rule", *names}, required=required)
     kwargs = {}
-    for f in fields:
-        if f.name in spec:
+    for key, name in names.items():
+        if key in spec:
             try:
-                kwargs[f.name] = CHECKS[f.name](spec[f.name])
+                kwargs[name] = CHECKS[name](spec[key])
             except HyperError as e:
-                raise SpecError(join(path, f.name), str(e)) from None
+                raise SpecError(join(path, key), str(e)) from None
     return cls(**kwargs)

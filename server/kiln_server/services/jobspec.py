@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from kiln_engine import SpecError, leaves, losses
 from kiln_engine.optimisers import Leaf, Rule, adjust, rule_from_spec
+from kiln_engine.optimisers.spec import hyper_from_json
 from kiln_engine.schedules import Schedule
 from kiln_engine.serialise import count_parameters, estimate_bytes, model_from_spec
 
@@ -188,6 +189,6 @@ def check_control(kind: str, path: str, hyper: dict[str, Any], paths: list[str],
     if kind == "adjust":
         rule: Rule = rule_from_spec(optimiser, "optimiser")
         try:  # on a stand-in leaf: the same checks the worker's adjust will make
-            adjust(Leaf(rule, None), **hyper)
+            adjust(Leaf(rule, None), **hyper_from_json(hyper))
         except (ValueError, TypeError) as e:
             raise InvalidError(["body", "hyper"], str(e).removeprefix("adjust: ")) from None

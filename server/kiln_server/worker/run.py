@@ -35,7 +35,7 @@ from typing import Any
 
 from kiln_engine.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes
 from kiln_engine.optimisers import leaves_of
-from kiln_engine.optimisers.spec import rule_to_spec
+from kiln_engine.optimisers.spec import hyper_from_json, rule_to_spec
 from kiln_engine.serialise import weights_to_bytes
 from kiln_engine.training import EpochRecord, Trainer
 
@@ -263,7 +263,7 @@ class JobRun:
         step = trainer.steps + 1
         try:
             if kind == "adjust":
-                trainer.adjust(path, **control["hyper"])
+                trainer.adjust(path, **hyper_from_json(control["hyper"]))
             elif kind == "freeze":
                 trainer.freeze(path)
             elif kind == "thaw":
