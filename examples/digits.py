@@ -3,9 +3,9 @@
     make run                                   # in one terminal: prints the URL and a token
     .venv/bin/python examples/digits.py --token kiln_...   # in another
 
-Uploads the digits as a .npz, submits a Chain(enc=…, dec=…) MLP with Adam that stops at
-95% validation accuracy, halves the encoder's learning rate after the first epoch, and
-prints each epoch row as the worker reports it.
+Uploads the digits as a .npz, submits a Chain(enc=…, dec=…) MLP with WeightDecay + Adam
+that stops at 97% validation accuracy, halves the encoder's learning rate once training has
+been submitted, prints each epoch row as the worker reports it, and then the control's outcome.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main() -> int:
         "train": {"dataset": dataset, "x": "x", "y": "y"},
         "validation": {"dataset": dataset, "x": "xv", "y": "yv"},
         "batch_size": 32, "epochs": 30, "seed": 0, "metrics": ["loss", "accuracy"],
-        "stop": {"metric": "val_accuracy", "at_least": 0.95},
+        "stop": {"metric": "val_accuracy", "at_least": 0.97},
     }
     r = client.post("/v1/jobs", json=job)
     if r.status_code != 201:
@@ -60,7 +60,11 @@ def main() -> int:
         return 1
     job_id = r.json()["id"]
     print(f"submitted job {job_id}")
-    seen, adjusted = 0, False
+    # A control on a queued or running job is applied at the worker's next step boundary.
+    r = client.post(f"/v1/jobs/{job_id}/controls",
+                    json={"kind": "adjust", "path": "layers.enc", "hyper": {"eta": 0.0015}})
+    print(f"adjust eta on layers.enc: {r.status_code}")
+    seen = 0
     while True:
         status = client.get(f"/v1/jobs/{job_id}").json()
         rows = client.get(f"/v1/jobs/{job_id}/epochs").json()
@@ -69,14 +73,12 @@ def main() -> int:
                   f"val acc {row['metrics'].get('val_accuracy', float('nan')):.3f}  "
                   f"lr {row['learning_rates']}")
         seen = len(rows)
-        if rows and not adjusted:
-            r = client.post(f"/v1/jobs/{job_id}/controls",
-                            json={"kind": "adjust", "path": "layers.enc", "hyper": {"eta": 0.0015}})
-            print(f"adjust eta on layers.enc: {r.status_code} {r.json()}")
-            adjusted = True
         if status["status"] in ("succeeded", "failed", "cancelled"):
             print(f"job {status['status']} after {status['epoch']} epochs "
                   f"{status['error'] or ''}")
+            for c in client.get(f"/v1/jobs/{job_id}/controls").json():
+                print(f"control {c['seq']} {c['kind']} {c['path']} {c['hyper']}: {c['status']} "
+                      f"at epoch {c['applied_epoch']} step {c['applied_step']}")
             return 0 if status["status"] == "succeeded" else 1
         time.sleep(0.5)
 
