@@ -45,7 +45,10 @@ __all__ = [
 ]
 
 METRICS = ("loss", "accuracy")
-STOP_METRICS = ("train_loss", "val_loss", "val_accuracy", "train_accuracy")
+#: What a stop criterion may watch: what every epoch row records. Training accuracy is
+#: not among them: the trainer records only the training loss (an accuracy over batches
+#: of a model that moves within the epoch would also be a poor signal to stop on).
+STOP_METRICS = ("train_loss", "val_loss", "val_accuracy")
 
 
 class _In(BaseModel):
@@ -91,7 +94,7 @@ class DataRef(_In):
 class StopCriterion(_In):
     """Stop early once ``metric`` (after an epoch) is at least / at most a threshold."""
 
-    metric: Literal["train_loss", "val_loss", "val_accuracy", "train_accuracy"]
+    metric: Literal["train_loss", "val_loss", "val_accuracy"]
     at_least: float | None = None
     at_most: float | None = None
 

@@ -52,6 +52,8 @@ def _bad_cases(ds: str) -> list[tuple[dict | bytes, int, list, str]]:
         (mlp_job(ds, train={"dataset": "0" * 32, "x": "x", "y": "y"}), 422,
          ["body", "train", "dataset"], "no dataset"),
         (mlp_job(ds, validation=None), 422, ["body", "stop", "metric"], "validation"),
+        (mlp_job(ds, stop={"metric": "train_accuracy", "at_least": 0.9}), 422,
+         ["body", "stop", "metric"], "'val_accuracy'"),
         (mlp_job(ds, schedule={"type": "Exp", "start": 0.1, "decay": -1}), 422,
          ["body", "schedule", "decay"], "must be"),
         (mlp_job(ds, surprise=1), 422, ["body", "surprise"], "Extra"),
@@ -61,7 +63,8 @@ def _bad_cases(ds: str) -> list[tuple[dict | bytes, int, list, str]]:
 CASES = ["malformed-json", "unknown-layer", "zero-width", "unknown-rule", "lr-not-eta",
          "wrong-input-shape", "loss-vs-output", "negative-epochs", "zero-batch",
          "10^12-parameters", "unknown-loss", "unknown-array", "unknown-dataset",
-         "stop-needs-validation", "bad-schedule", "unknown-field"]
+         "stop-needs-validation", "stop-on-unrecorded-metric", "bad-schedule",
+         "unknown-field"]
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=CASES)
