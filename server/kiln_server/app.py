@@ -23,6 +23,7 @@ from .db import make_engine, make_sessionmaker, session_scope
 from .errors import install_handlers
 from .services import auth, queue
 from .settings import Settings
+from .wakeups import Wakeups
 
 __all__ = ["create_app", "prepare"]
 
@@ -73,16 +74,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.blobs = BlobStore(settings.blob_dir)
+        app.state.wakeups.attach(app.state.sessions, asyncio.get_running_loop())
         reaper = asyncio.create_task(_reaper(app))
         yield
         reaper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reaper
+        app.state.wakeups.detach(app.state.sessions)
         engine.dispose()
 
     app = FastAPI(title="Kiln", version="0.1.0", lifespan=lifespan,
                   description="Training as a service: submit jobs, steer them while they run.",
                   generate_unique_id_function=_operation_id)
+    # Created with the app, not at startup: a server running it wakes the held
+    # long-polls when it begins to shut down (serving.py), before the lifespan ends.
+    app.state.wakeups = Wakeups()
     install_handlers(app)
     v1 = APIRouter(prefix="/v1")
     for module in (datasets, jobs, worker):

@@ -34,10 +34,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .app import create_app, prepare
     from .services import auth
+    from .serving import Server
 
     settings = _settings(args)
     engine, token = prepare(settings)  # migrate before the workers start
@@ -55,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"Kiln is serving at {url} (docs at {url}/docs) with {args.workers} local "
           f"worker(s)", flush=True)
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        Server(create_app(settings), args.host, args.port).run()
     finally:
         for p in workers:
             p.terminate()

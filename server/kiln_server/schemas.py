@@ -21,6 +21,7 @@ __all__ = [
     "ControlPublic",
     "ControlResult",
     "ControlResults",
+    "ControlsReply",
     "DataRef",
     "DatasetArray",
     "DatasetPublic",
@@ -250,6 +251,13 @@ class HeartbeatReply(BaseModel):
     lease_expires_at: datetime
     action: Literal["continue", "pause", "cancel"]
     controls: list[ControlPublic] = Field(description="pending adjust/freeze/thaw, by seq")
+
+
+class ControlsReply(BaseModel):
+    seq: int = Field(description="the highest control number seen: pass it as ?after= next")
+    action: Literal["continue", "pause", "cancel"]
+    controls: list[ControlPublic] = Field(
+        description="pending adjust/freeze/thaw numbered above ?after=, by seq")
 
 
 class StepsIn(_In):

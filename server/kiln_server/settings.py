@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 << 20, gt=0, description="JSON bodies and state reports")
     lease_s: float = Field(30.0, gt=0, description="a claim's lease; heartbeats renew it")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="told to workers at claim")
+    controls_wait_max_s: float = Field(
+        30.0, gt=0, description="the longest a worker's controls long-poll is held open")
+    controls_recheck_s: float = Field(
+        0.5, gt=0, description="how often a held controls long-poll re-reads the database: "
+        "the bound on the extra delay of a control posted to another API replica")
     reaper_interval_s: float = Field(5.0, gt=0)
     page_size: int = Field(50, gt=0)
     max_page_size: int = Field(500, gt=0)

@@ -25,6 +25,9 @@ import pytest
 
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
 LEASE_S = 1.5
+#: How often a held controls long-poll re-reads the database: long enough that a reply
+#: within a fraction of it can only have come from the in-process wake-up.
+CONTROLS_RECHECK_S = 2.0
 MAX_UPLOAD_BYTES = 2_000_000
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -44,7 +47,8 @@ class Server:
         self.data_dir = data_dir
         env = {**os.environ, "KILN_ADMIN_TOKEN": ADMIN_TOKEN, "KILN_LEASE_S": str(LEASE_S),
                "KILN_REAPER_INTERVAL_S": "0.3", "KILN_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
-               "KILN_MAX_PARAMETERS": "10000000", "KILN_EVENTS_POLL_S": "0.1"}
+               "KILN_MAX_PARAMETERS": "10000000", "KILN_EVENTS_POLL_S": "0.1",
+               "KILN_CONTROLS_RECHECK_S": str(CONTROLS_RECHECK_S)}
         cmd = [sys.executable, "-m", "kiln_server", "serve", "--port", str(self.port),
                "--workers", "0", "--data-dir", str(data_dir)]
         if database_url:

@@ -1,6 +1,7 @@
 """The worker's job loop against a scripted server (httpx.MockTransport): controls applied
-or rejected with their step, a lost lease abandoned without another write, and a resume
-that replays controls at their step and lands bit for bit on the uninterrupted run."""
+or rejected with their step, controls brought by the long-poll alone, a lost lease
+abandoned without another write, and a resume that replays controls at their step and
+lands bit for bit on the uninterrupted run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import hashlib
 import io
 import json
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,9 +54,12 @@ def _control(seq: int, kind: str, path: str, hyper: dict | None = None, *,
 
 class FakeServer:
     """The worker API, scripted: records every request; ``lose_after(path)`` says when the
-    lease is gone (every lease-carrying request is then a 409)."""
+    lease is gone (every lease-carrying request is then a 409). The controls long-poll
+    answers ``poll(after)`` when that gives a reply; otherwise it waits, as the real one
+    does with nothing new, until the job is finished or lost (409) or its time is up."""
 
-    def __init__(self, lose_after: str | None = None) -> None:
+    def __init__(self, lose_after: str | None = None,
+                 poll: Callable[[int], dict | None] | None = None) -> None:
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.blobs = {DATA_SHA: DATA}
         self.checkpoints: dict[int, str] = {}  # epoch -> sha
@@ -63,13 +69,31 @@ class FakeServer:
         self.steps: dict[int, float | None] = {}
         self.finish: dict | None = None
         self.lose_after, self.lost = lose_after, False
+        self.poll = poll
         self.lock = threading.Lock()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.endswith("/controls"):
+            response = self._long_poll(int(request.url.params["after"]),  # waits: unlocked
+                                       float(request.url.params["wait_s"]))
+            with self.lock:
+                self.requests.append((request.method, request.url.path, response.status_code))
+            return response
         with self.lock:
             response = self._answer(request)
             self.requests.append((request.method, request.url.path, response.status_code))
             return response
+
+    def _long_poll(self, after: int, wait_s: float) -> httpx.Response:
+        reply = self.poll(after) if self.poll else None
+        if reply is not None:
+            return httpx.Response(200, json=reply)
+        deadline = time.monotonic() + wait_s
+        while self.finish is None and not self.lost and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.finish is not None or self.lost:
+            return httpx.Response(409, json={"detail": "the lease is no longer held"})
+        return httpx.Response(200, json={"seq": after, "action": "continue", "controls": []})
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.removeprefix("/v1/worker")
@@ -107,9 +131,10 @@ def _later() -> str:
     return (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
 
 
-def _run(server: FakeServer, tmp_path, *, controls=(), checkpoint: int | None = None) -> str:
+def _run(server: FakeServer, tmp_path, *, controls=(), checkpoint: int | None = None,
+         epochs: int = EPOCHS) -> str:
     claim = {"job_id": "j1", "lease_token": LEASE, "lease_expires_at": _later(),
-             "heartbeat_interval_s": 0.05, "attempt": 1, "spec": SPEC,
+             "heartbeat_interval_s": 0.05, "attempt": 1, "spec": {**SPEC, "epochs": epochs},
              "datasets": {"d": {"sha256": DATA_SHA}}, "controls": list(controls),
              "checkpoint": None if checkpoint is None else {
                  "sha256": server.checkpoints[checkpoint], "epoch": checkpoint,
@@ -140,8 +165,32 @@ def test_controls_are_applied_at_a_step_or_rejected_with_the_reason(tmp_path):
     assert server.finish == {"status": "succeeded", "epoch": EPOCHS,
                              "step": EPOCHS * STEPS_PER_EPOCH, "error": None}
     # the final weights went up before the finish
-    writes = [p.rsplit("/", 1)[1] for m, p, _ in server.requests if "/jobs/" in p]
+    writes = [p.rsplit("/", 1)[1] for m, p, _ in server.requests if "/jobs/" in p and m != "GET"]
     assert writes[-2:] == ["weights", "finish"]
+
+
+def test_the_controls_long_poll_delivers_without_heartbeats(tmp_path):
+    """The heartbeats bring no control. The long-poll brings an adjust at once, and a
+    cancel once the adjust's result is in: the worker applies the one at a step and
+    stops at the other, long before the job's 400 epochs are done."""
+    def poll(after: int) -> dict | None:
+        if after == 0:
+            return {"seq": 1, "action": "continue",
+                    "controls": [_control(1, "adjust", "layers.enc", {"eta": 0.5})]}
+        if after == 1:
+            deadline = time.monotonic() + 30
+            while not server.results and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return {"seq": 2, "action": "cancel", "controls": []}
+        return None
+
+    server = FakeServer(poll=poll)
+    assert _run(server, tmp_path, epochs=400) == "cancelled"
+    (result,) = server.results
+    assert (result["seq"], result["status"]) == (1, "applied")
+    assert server.finish["status"] == "cancelled"
+    assert server.finish["step"] < 400 * STEPS_PER_EPOCH
+    assert server.epochs[-1]["learning_rates"] == {"layers.enc": 0.5, "layers.dec": 0.01}
 
 
 def test_a_lost_lease_is_abandoned_without_another_write(tmp_path):
@@ -149,9 +198,10 @@ def test_a_lost_lease_is_abandoned_without_another_write(tmp_path):
     assert _run(server, tmp_path) == "abandoned"
     first_409 = next(i for i, r in enumerate(server.requests) if r[2] == 409)
     after = server.requests[first_409:]
-    # At most the request in flight on the other thread meets the refusal too; nothing
-    # is attempted after that, and the job is never finished by this worker.
-    assert len(after) <= 2 and all(status == 409 for _, _, status in after), after
+    # At most the requests in flight on the other threads (a heartbeat, the controls
+    # long-poll) meet the refusal too; nothing is attempted after that, and the job is
+    # never finished by this worker.
+    assert len(after) <= 3 and all(status == 409 for _, _, status in after), after
     assert server.finish is None
     assert [e["epoch"] for e in server.epochs] == [1]
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from .conftest import LEASE_S, mlp_job
+from .conftest import CONTROLS_RECHECK_S, LEASE_S, Server, mlp_job
 
 
 def _register(worker: httpx.Client) -> str:
@@ -91,6 +94,104 @@ def test_heartbeat_carries_controls_and_requests(user, worker, claimed):
     assert user.get(f"/v1/jobs/{job_id}/controls").json()[-1]["applied_step"] == 9
 
 
+@contextlib.contextmanager
+def _beating(worker: httpx.Client, job_id: str, lease: dict) -> Iterator[None]:
+    """Heartbeats in the background, so the lease (LEASE_S) outlives a slow test."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(LEASE_S / 5):
+            worker.post(f"/v1/worker/jobs/{job_id}/heartbeat", headers=lease,
+                        json={"epoch": 0, "step": 0})
+    thread = threading.Thread(target=beat)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _poll(worker: httpx.Client, job_id: str, lease: dict, after: int, wait_s: float
+          ) -> tuple[httpx.Response, float]:
+    """The controls long-poll's response and when it came (time.monotonic())."""
+    r = worker.get(f"/v1/worker/jobs/{job_id}/controls", headers=lease,
+                   params={"after": after, "wait_s": wait_s})
+    return r, time.monotonic()
+
+
+def test_controls_long_poll_answers_as_soon_as_a_control_is_stored(user, worker, claimed):
+    job_id, lease, _, _ = claimed
+    with _beating(worker, job_id, lease), ThreadPoolExecutor(1) as pool:
+        held = pool.submit(_poll, worker, job_id, lease, 0, 10.0)
+        time.sleep(0.3)  # the poll is waiting on the server
+        r = user.post(f"/v1/jobs/{job_id}/controls", json={"kind": "adjust", "path": "layers.enc",
+                                                           "hyper": {"eta": 1e-4}})
+        stored = time.monotonic()
+        assert r.status_code == 201, r.text
+        reply, answered = held.result()
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert (body["seq"], body["action"]) == (1, "continue")
+    assert [(c["seq"], c["kind"], c["hyper"]) for c in body["controls"]] == \
+        [(1, "adjust", {"eta": 1e-4})]
+    # Woken by the commit, not found by the next re-read of the database.
+    assert answered - stored < CONTROLS_RECHECK_S / 2, answered - stored
+
+    # Nothing above seq 1: the poll waits its time out and says so.
+    with _beating(worker, job_id, lease):
+        t0 = time.monotonic()
+        reply, answered = _poll(worker, job_id, lease, 1, 0.3)
+    assert reply.json() == {"seq": 1, "action": "continue", "controls": []}
+    assert answered - t0 >= 0.3
+
+    # A pause is a control too: the poll answers with the action.
+    with _beating(worker, job_id, lease), ThreadPoolExecutor(1) as pool:
+        held = pool.submit(_poll, worker, job_id, lease, 1, 10.0)
+        time.sleep(0.3)
+        assert user.post(f"/v1/jobs/{job_id}/pause").status_code == 200
+        stored = time.monotonic()
+        reply, answered = held.result()
+    assert reply.json() == {"seq": 2, "action": "pause", "controls": []}
+    assert answered - stored < CONTROLS_RECHECK_S / 2
+
+    # The worker's own finish ends a held poll at once, with the 409 of a lost lease.
+    with _beating(worker, job_id, lease), ThreadPoolExecutor(1) as pool:
+        held = pool.submit(_poll, worker, job_id, lease, 2, 10.0)
+        time.sleep(0.3)
+        r = worker.post(f"/v1/worker/jobs/{job_id}/finish", headers=lease,
+                        json={"status": "paused", "epoch": 0, "step": 0})
+        assert r.status_code == 204, r.text
+        stored = time.monotonic()
+        reply, answered = held.result()
+    assert reply.status_code == 409, reply.text
+    assert answered - stored < CONTROLS_RECHECK_S / 2
+
+
+def test_controls_long_poll_sees_a_control_posted_to_another_replica(user, worker, claimed,
+                                                                     server, tmp_path):
+    """Two API processes on one database: the poll held by one re-reads the database
+    every controls_recheck_s, so a control stored through the other reaches it."""
+    job_id, lease, _, _ = claimed
+    # Another process and port on the same SQLite file.
+    with _beating(worker, job_id, lease):
+        replica = Server(tmp_path, database_url=f"sqlite:///{server.data_dir / 'kiln.db'}")
+    try:
+        with replica.client(user.headers["Authorization"].split()[1]) as other, \
+                _beating(worker, job_id, lease), ThreadPoolExecutor(1) as pool:
+            held = pool.submit(_poll, worker, job_id, lease, 0, 20.0)
+            time.sleep(0.3)
+            r = other.post(f"/v1/jobs/{job_id}/controls", json={"kind": "freeze",
+                                                                "path": "layers.dec"})
+            stored = time.monotonic()
+            assert r.status_code == 201, r.text
+            reply, answered = held.result()
+    finally:
+        replica.stop()
+    assert [c["kind"] for c in reply.json()["controls"]] == ["freeze"]
+    assert answered - stored < CONTROLS_RECHECK_S + 1.0, answered - stored
+
+
 def test_logs_are_idempotent_and_downsampled(user, worker, claimed):
     job_id, lease, _, _ = claimed
     post = lambda path, body: worker.post(f"/v1/worker/jobs/{job_id}/{path}", json=body,
@@ -152,6 +253,7 @@ def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, m
 
     writes = [
         ("post", "heartbeat", {"json": {"epoch": 9, "step": 99}}),
+        ("get", "controls", {"params": {"after": 0, "wait_s": 5}}),
         ("post", "steps", {"json": {"epoch": 1, "first_step": 1, "losses": [9.0]}}),
         ("post", "epochs", {"json": {"step": 99, "epochs": [{"epoch": 1, "train_loss": 9.0}]}}),
         ("put", "checkpoint", {"content": b"stale", "params": {"epoch": 9, "step": 99}}),

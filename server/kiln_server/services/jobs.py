@@ -2,7 +2,8 @@
 
 A user reaches only their own jobs: another user's id is a NotFoundError, exactly like an id
 that does not exist. Lifecycle controls (pause, resume, cancel) act at once on a job no
-worker holds; on a running job they are requests the worker's next heartbeat carries.
+worker holds; on a running job they are requests for the worker, which its controls
+long-poll answers with as soon as they commit (its heartbeats carry them too).
 Every control is a row numbered per job; rows are numbered under the job's row lock.
 """
 
@@ -33,6 +34,7 @@ from ..models import (
 )
 from ..schemas import ControlCreate, ControlPublic, EpochPublic, JobCreate
 from ..settings import Settings
+from ..wakeups import touch
 from .jobspec import check_control, check_job
 
 __all__ = [
@@ -111,6 +113,7 @@ def _record(session: Session, job: Job, kind: ControlKind, *, path: str = "",
         control.resolved_at = utcnow()
     session.add(control)
     session.flush()
+    touch(session, job.id)  # the worker's long-poll answers as soon as this commits
     return control
 
 

@@ -40,11 +40,13 @@ from ..models import (
     utcnow,
 )
 from ..schemas import ControlResults, EpochsIn, Finish, Heartbeat, StepsIn, WorkerRegister
+from ..wakeups import touch
 
 __all__ = [
     "claim",
     "claimed_context",
     "control_results",
+    "controls_after",
     "finish",
     "heartbeat",
     "post_epochs",
@@ -98,6 +100,8 @@ def reap(session: Session, now: datetime | None = None) -> list[str]:
         finished_at=case((Job.requested == "cancel", now), else_=Job.finished_at),
         requested=None, lease_token=None, lease_expires_at=None, worker_id=None,
     ).returning(Job.id, Job.status), execution_options={"synchronize_session": False}).all()
+    for job_id, _ in rows:
+        touch(session, job_id)  # its long-poll learns at once that the lease is gone
     for status in (JobStatus.paused, JobStatus.cancelled):
         ids = [i for i, s in rows if s == status]
         if ids:
@@ -136,9 +140,11 @@ def claimed_context(session: Session, job: Job) -> tuple[dict[str, Dataset], lis
     return {d.id: d for d in datasets}, list(controls)
 
 
-def _leased(session: Session, job_id: str, lease: str) -> Job:
-    """The job, row-locked, if ``lease`` is its current, unexpired lease; ConflictError if not."""
-    job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+def _leased(session: Session, job_id: str, lease: str, *, lock: bool = True) -> Job:
+    """The job, row-locked unless ``lock`` is False (a read), if ``lease`` is its current,
+    unexpired lease; ConflictError if not."""
+    q = select(Job).where(Job.id == job_id)
+    job = session.scalar(q.with_for_update() if lock else q)
     if job is None:
         raise NotFoundError(f"no job {job_id!r}")
     if (job.status != JobStatus.running or job.lease_token is None
@@ -163,6 +169,20 @@ def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_
         Control.job_id == job.id, Control.status == ControlStatus.pending,
         Control.kind.not_in(_LIFECYCLE)).order_by(Control.seq))
     return job, job.requested or "continue", list(pending)
+
+
+def controls_after(session: Session, job_id: str, lease: str, after: int
+                   ) -> tuple[str, list[Control], int]:
+    """What a worker's controls long-poll reads: the action asked of it, the pending
+    adjust/freeze/thaw numbered above ``after``, and the highest number above ``after``
+    (``after`` if none): every control up to it has now been seen."""
+    job = _leased(session, job_id, lease, lock=False)
+    rows = list(session.scalars(select(Control).where(Control.job_id == job.id,
+                                                      Control.seq > after)
+                                .order_by(Control.seq)))
+    pending = [c for c in rows
+               if c.status == ControlStatus.pending and c.kind not in _LIFECYCLE]
+    return job.requested or "continue", pending, rows[-1].seq if rows else after
 
 
 def post_steps(session: Session, job_id: str, lease: str, body: StepsIn) -> None:
@@ -242,6 +262,7 @@ def finish(session: Session, job_id: str, lease: str, body: Finish) -> Job:
     job.error = body.error if body.status == "failed" else None
     job.requested = None
     job.lease_token = job.lease_expires_at = job.worker_id = None
+    touch(session, job.id)  # the job's long-poll ends now, not when its wait runs out
     if body.status != "paused":
         job.finished_at = now
         _resolve_lifecycle(session, [job.id], [ControlKind.adjust, ControlKind.freeze,

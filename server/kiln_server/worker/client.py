@@ -64,7 +64,8 @@ def _detail(response: httpx.Response) -> Any:
 
 
 class WorkerClient:
-    """Calls of the worker API. Thread-safe: the heartbeat thread and the sender share it."""
+    """Calls of the worker API. Thread-safe: a job's heartbeat, controls and sender
+    threads share it."""
 
     def __init__(self, url: str, token: str, *, retry_for_s: float = 60.0,
                  stop: threading.Event | None = None,
@@ -154,6 +155,15 @@ class WorkerClient:
         """Renew the lease; the reply's action and pending controls."""
         return self._request("POST", f"/jobs/{job_id}/heartbeat", lease=lease,
                              json={"epoch": epoch, "step": step}).json()
+
+    def wait_controls(self, job_id: str, lease: str, after: int, wait_s: float
+                      ) -> dict[str, Any]:
+        """The controls long-poll: the reply (seq, action, pending controls) once the job
+        has a control numbered above ``after``, or after ``wait_s`` with nothing new.
+        Not retried: the caller asks again (ServerUnreachableError at the first failure)."""
+        return self._request("GET", f"/jobs/{job_id}/controls", lease=lease,
+                             params={"after": after, "wait_s": wait_s}, retry_for_s=0,
+                             timeout=wait_s + REQUEST_TIMEOUT_S).json()
 
     def post_steps(self, job_id: str, lease: str, epoch: int, first_step: int,
                    losses: list[float | None]) -> None:

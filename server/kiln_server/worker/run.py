@@ -1,13 +1,15 @@
 """One claimed job, trained to its end (or until the lease is lost).
 
-Three threads share a job:
+Four threads share a job:
 
 - the **training thread** (the caller of :meth:`JobRun.run`) steps the engine's Trainer
   and, at each step boundary, applies the controls that arrived, acts on pause / cancel
   / shutdown, and hands every write to the sender;
+- the **controls thread** keeps the server's controls long-poll open, so that a control
+  reaches the inbox as soon as it is stored (it waits in a socket read, off the GIL);
 - the **heartbeat thread** renews the lease every ``heartbeat_interval_s`` (the server's
   number, from the claim), reports the step reached, and puts the pending controls of
-  each reply in the inbox;
+  each reply in the inbox: the fallback that delivers a control the long-poll missed;
 - the **sender thread** posts the writes (step losses, epoch rows, control results,
   checkpoints, weights, the state tree) in the order they were made, so the training
   thread never waits on the network between epochs.
@@ -42,7 +44,8 @@ from kiln_engine.training import EpochRecord, Trainer
 from .build import build_trainer, load_arrays
 from .client import LeaseLostError, ServerUnreachableError, WorkerAPIError, WorkerClient
 
-__all__ = ["STEPS_PER_POST", "JobRun", "epoch_row", "heartbeat_interval", "state_tree"]
+__all__ = ["CONTROLS_WAIT_S", "STEPS_PER_POST", "JobRun", "epoch_row", "heartbeat_interval",
+           "state_tree"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,11 @@ STEPS_PER_POST = 200
 #: When the sender lags, a checkpoint (weights, state tree) that a newer one already
 #: follows in the queue is still posted if none was posted for this many seconds.
 SUPERSEDED_EVERY_S = 1.0
+#: How long one controls long-poll may wait on the server (it caps this itself too).
+CONTROLS_WAIT_S = 20.0
+#: Seconds before the controls thread asks again after the server did not answer (its
+#: own silence costs nothing: the heartbeat decides whether the lease is lost).
+CONTROLS_RETRY_S = 1.0
 #: The shortest heartbeat interval, whatever the lease (clocks may disagree a little).
 HEARTBEAT_MIN_INTERVAL_S = 0.1
 #: Seconds the training thread waits for the sender to post what is queued at the end
@@ -176,13 +184,15 @@ class JobRun:
         self.lease: str = claim["lease_token"]
         self.spec: dict[str, Any] = claim["spec"]
         self.lost = threading.Event()     # set by any thread that meets a 409
-        self.done = threading.Event()     # ends the heartbeat thread
-        # Controls to apply, appended by the heartbeat thread and taken by the training
-        # thread (deque's append and popleft are atomic; an empty deque is one check per
-        # step, where an empty Queue would raise and catch an exception every step).
+        self.done = threading.Event()     # ends the heartbeat and controls threads
+        # Controls to apply, appended by the controls and heartbeat threads (and from
+        # the claim) and taken by the training thread (deque's append and popleft are
+        # atomic; an empty deque is one check per step, where an empty Queue would
+        # raise and catch an exception every step).
         self.inbox: collections.deque[dict[str, Any]] = collections.deque()
         # Seqs already in the inbox: a pending control comes back on every heartbeat
-        # until its result is posted, and the claim lists it too; each applies once.
+        # until its result is posted, the long-poll and the claim bring it too; each
+        # applies once.
         self.seen: set[int] = set()
         self.seen_lock = threading.Lock()
         self.action = "continue"          # "pause" / "cancel" once a heartbeat says so
@@ -214,9 +224,34 @@ class JobRun:
             if self.done.wait(interval):
                 return
 
+    def _listen(self, after: int) -> None:
+        """Hold the controls long-poll open from control ``after`` on, until the job ends
+        or its lease is lost. A server without the long-poll ends it: the heartbeats
+        then bring the controls alone."""
+        while not self.done.is_set():
+            try:
+                reply = self.client.wait_controls(self.job_id, self.lease, after,
+                                                  CONTROLS_WAIT_S)
+            except LeaseLostError:  # also how every poll ends once the job is finished
+                self.lost.set()
+                return
+            except ServerUnreachableError:
+                if self.done.wait(CONTROLS_RETRY_S):
+                    return
+                continue
+            except WorkerAPIError as e:
+                logger.warning("job %s: no controls long-poll (%s); controls come with "
+                               "heartbeats", self.job_id, e)
+                return
+            after = max(after, reply["seq"])
+            if reply["action"] != "continue":
+                self.action = reply["action"]
+            for control in reply["controls"]:
+                self._receive(control)
+
     def _receive(self, control: dict[str, Any]) -> None:
-        # Both the training thread (the claim's pending controls) and the heartbeat
-        # thread get here; the lock makes check-and-add one step.
+        # The training thread (the claim's pending controls), the controls thread and
+        # the heartbeat thread get here; the lock makes check-and-add one step.
         with self.seen_lock:
             if control["seq"] in self.seen:
                 return
@@ -386,6 +421,11 @@ class JobRun:
         beat = threading.Thread(target=self._heartbeats, name="kiln-heartbeat", daemon=True,
                                 args=(heartbeat_interval(self.claim),))
         beat.start()
+        # Not joined at the end: its poll returns (409) once the job is finished, or
+        # runs out on its own after a release; it writes nothing.
+        threading.Thread(target=self._listen, name="kiln-controls", daemon=True,
+                         args=(max((c["seq"] for c in self.claim["controls"]), default=0),)
+                         ).start()
         self.sender.start()
         try:
             try:

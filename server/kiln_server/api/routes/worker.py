@@ -7,6 +7,7 @@ Contract (all bodies JSON unless said; ``Authorization: Bearer <worker token>``)
     GET  /v1/worker/blobs/{sha256}                              -> bytes (dataset, checkpoint)
     --- every call below carries the claim's lease:  Kiln-Lease: <lease_token> ---
     POST /v1/worker/jobs/{id}/heartbeat  {epoch, step}          -> HeartbeatReply
+    GET  /v1/worker/jobs/{id}/controls?after=SEQ&wait_s=S       -> ControlsReply (long-poll)
     POST /v1/worker/jobs/{id}/steps      {epoch, first_step, losses}      -> 204
     POST /v1/worker/jobs/{id}/epochs     {epochs: [EpochIn], step}        -> 204
     POST /v1/worker/jobs/{id}/controls   {results: [{seq, status, epoch, step, reason}]} -> 204
@@ -28,7 +29,17 @@ The worker's loop:
   ``action`` (``continue``; ``pause``: checkpoint, upload, finish with ``paused``;
   ``cancel``: finish with ``cancelled``) and the pending adjust/freeze/thaw controls in
   ``seq`` order. The same control comes back on every heartbeat until it is reported, so
-  apply each ``seq`` once. Apply at the next step boundary: ``adjust(opt_state[path],
+  apply each ``seq`` once.
+- **Controls long-poll**, for low latency: keep one ``GET …/controls?after=SEQ&wait_s=S``
+  open (``after``: the highest ``seq`` seen so far; the claim's controls to start with).
+  It answers as soon as the job has a control numbered above ``after`` (any kind: a
+  pause or cancel shows in ``action``), or after ``wait_s`` (at most
+  ``controls_wait_max_s``) with nothing new; pass the reply's ``seq`` as the next
+  ``after``. It renews nothing: the heartbeat stays the lease's renewal and the
+  fallback. A control posted to this server process wakes the poll when it commits; one
+  posted to another replica is seen within ``controls_recheck_s``. A 409 means the lease
+  is gone (also when this worker has just finished the job). Apply controls at the next
+  step boundary, whichever way they came: ``adjust(opt_state[path],
   **hyper)``, ``freeze(opt_state[path])``, ``thaw(opt_state[path])`` (``path`` '' is the
   whole state); report ``applied`` with the epoch and the first step trained under the
   change, or ``rejected`` with the reason.
@@ -49,18 +60,23 @@ validated like the user API (422 naming the field).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from ...db import session_scope
 from ...errors import NotFoundError
 from ...schemas import (
     ClaimedJob,
     ClaimRequest,
     ControlPublic,
     ControlResults,
+    ControlsReply,
     DatasetPublic,
     EpochsIn,
     Finish,
@@ -128,6 +144,30 @@ def heartbeat(job_id: str, body: Heartbeat, lease: Lease, session: SessionDep,
     job, action, pending = queue.heartbeat(session, job_id, lease, body, settings.lease_s)
     return HeartbeatReply(lease_expires_at=job.lease_expires_at, action=action,
                           controls=[ControlPublic.model_validate(c) for c in pending])
+
+
+@router.get("/jobs/{job_id}/controls", responses=_LEASE)
+async def wait_controls(job_id: str, request: Request, lease: Lease, token: CurrentWorkerToken,
+                        settings: SettingsDep, after: int = Query(0, ge=0),
+                        wait_s: float = Query(20.0, ge=0)) -> ControlsReply:
+    """Wait until the job has a control numbered above ``after``, or ``wait_s`` passes."""
+    wakeups, sessions = request.app.state.wakeups, request.app.state.sessions
+    deadline = time.monotonic() + min(wait_s, settings.controls_wait_max_s)
+
+    def read() -> ControlsReply:  # one short transaction, off the event loop
+        with session_scope(sessions) as session:
+            action, pending, seq = queue.controls_after(session, job_id, lease, after)
+            return ControlsReply(seq=seq, action=action,
+                                 controls=[ControlPublic.model_validate(c) for c in pending])
+
+    while True:
+        bell = wakeups.bell(job_id)  # taken before the read: a later commit rings it
+        reply = await run_in_threadpool(read)
+        left = deadline - time.monotonic()
+        if reply.seq > after or left <= 0 or wakeups.closed:
+            return reply
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(bell.wait(), min(left, settings.controls_recheck_s))
 
 
 @router.post("/jobs/{job_id}/steps", status_code=204, responses=_LEASE)

@@ -1,0 +1,87 @@
+"""Wake-ups for the workers' controls long-poll, rung when a job's transaction commits.
+
+A service that changes what a job's long-poll waits for (a new control, the job's lease
+ended) marks the job in its session with :func:`touch`. :class:`Wakeups`, attached to the
+app's sessionmaker, rings the job's bell once that transaction has committed, never
+before: a waiter woken earlier would read the database without the new row and go back
+to sleep. A rolled-back transaction rings nothing. Commits happen on threadpool threads;
+the bells are asyncio events on the server's loop, reached with ``call_soon_threadsafe``.
+
+A bell reaches only the waiters of this process. With several API replicas, a control
+posted to one replica reaches a long-poll held by another when that one next re-reads
+the database, every ``controls_recheck_s``: with N replicas, that interval is the bound
+on the extra delay of a control (in one process it is the time of a commit and a read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Iterable
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["Wakeups", "touch"]
+
+_TOUCHED = "kiln_touched_jobs"
+
+
+def touch(session: Session, job_id: str) -> None:
+    """Ring ``job_id``'s bell when this session's transaction commits."""
+    session.info.setdefault(_TOUCHED, set()).add(job_id)
+
+
+class Wakeups:
+    """Per-job bells for the waiters of one event loop.
+
+    A waiter takes the job's bell *before* it reads the database, then waits on it: a
+    commit that lands after the read rings that bell, and one that landed before is in
+    what the read saw. Bells nobody holds are dropped (a weak dictionary).
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bells: weakref.WeakValueDictionary[str, asyncio.Event] = \
+            weakref.WeakValueDictionary()
+        self.closed = False
+
+    def attach(self, sessions: sessionmaker[Session], loop: asyncio.AbstractEventLoop) -> None:
+        """Ring for the commits of ``sessions``' sessions, on ``loop``."""
+        self._loop = loop
+        event.listen(sessions, "after_commit", self._after_commit)
+        event.listen(sessions, "after_rollback", self._forget)
+
+    def detach(self, sessions: sessionmaker[Session]) -> None:
+        event.remove(sessions, "after_commit", self._after_commit)
+        event.remove(sessions, "after_rollback", self._forget)
+
+    def bell(self, job_id: str) -> asyncio.Event:
+        """The job's bell (on the loop's thread), set at the next ring or at close."""
+        bell = self._bells.get(job_id)
+        if bell is None:
+            bell = self._bells[job_id] = asyncio.Event()
+        if self.closed:
+            bell.set()
+        return bell
+
+    def close(self) -> None:
+        """Wake every waiter, now and from now on: the server is shutting down, and a
+        held long-poll would keep it waiting for the poll's whole time."""
+        self.closed = True
+        self._ring(list(self._bells.keys()))
+
+    def _ring(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            bell = self._bells.pop(job_id, None)
+            if bell is not None:
+                bell.set()
+
+    def _after_commit(self, session: Session) -> None:
+        touched = session.info.pop(_TOUCHED, None)
+        if touched and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._ring, touched)
+
+    @staticmethod
+    def _forget(session: Session) -> None:
+        session.info.pop(_TOUCHED, None)
