@@ -2,8 +2,14 @@
 
 The machines these run on are noisy (PERF-NOTES.md: the same command moved ~50% minutes
 apart), so a lone time means little. Each round times a batch of calls of every contender
-back to back; the reported figure is the median over rounds, and the ratio is taken per
-round before its median, so drift hits both sides alike.
+back to back, alternating contenders, so drift hits both sides alike; the reported figure
+is each contender's median over rounds.
+
+Between contenders the harness pauses briefly: OpenBLAS's and OpenMP's worker threads
+spin for a while after a parallel call, and on a 2-core machine the spinning threads of
+one library slowed the other's next calls several-fold (torch's Adam(foreach) ran 2-4x
+slower right after numpy calls than alone; OpenBLAS spins up to ~2^28 cycles). The pause
+lets them park, so each contender is timed about as it runs alone.
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+
+#: Seconds to wait between contenders so the other library's spinning threads park.
+SWITCH_PAUSE_S = 0.2
 
 
 def machine() -> str:
@@ -48,6 +57,7 @@ def interleaved(contenders: dict[str, Callable[[], object]], *, rounds: int = 15
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
+            time.sleep(SWITCH_PAUSE_S)
             t0 = time.perf_counter()
             for _ in range(calls):
                 fn()
