@@ -53,10 +53,10 @@ TORCH_ACT = {identity: lambda y: y, relu: lambda y: F().relu(y), sigmoid: lambda
              tanh: lambda y: y.tanh(), elu: lambda y: F().elu(y)}
 
 
-@pytest.fixture(params=["rows", "batch-inner"])
+@pytest.fixture(params=["per-sample", "batch-inner"])
 def layout(request, monkeypatch):
     """Run a test in each matmul layout (the choice is a speed heuristic; both must agree)."""
-    monkeypatch.setattr(conv_module, "_SHORT_ROW", 0 if request.param == "rows" else 10**9)
+    monkeypatch.setattr(conv_module, "_SHORT_ROW", 0 if request.param == "per-sample" else 10**9)
     return request.param
 
 

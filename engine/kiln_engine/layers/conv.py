@@ -1,16 +1,18 @@
-"""Conv and ConvTranspose on NCHW images: im2col plus one matmul, one fused tape node each.
+"""Conv and ConvTranspose on NCHW images: im2col plus matmuls, one fused tape node each.
 
 Convolution here is cross-correlation, as in PyTorch's ``conv2d`` and Flux's ``CrossCor``
 (Flux's ``Conv`` flips the kernel; Kiln's does not, so PyTorch weights load unchanged).
 
-How it runs: the input is copied once into a matmul layout, channels first, then every
-window is copied into ``cols`` (channels × kernel offsets, by positions) and one matmul per
-group with the weight gives the output. The input gradient goes the other way: a matmul,
-then ``fold`` adds the columns back with one strided add per kernel offset. The matmul
-layout is (C, N, H, W), whose copies run along image rows, unless rows are short (small
-images, strides): then it is (C, H, W, N), whose copies run along rows times the batch,
-at the price of transposing the input and output. ConvTranspose is the same two moves in
-the opposite order (its forward pass is a convolution's input gradient).
+How it runs: every window of the input is copied into ``cols`` (a row per channel and
+kernel offset, a column per output position, plus a row of ones for the bias) and a
+matmul per group with the weight gives the output. The input gradient goes the other
+way: a matmul, then ``fold`` adds the columns back with one strided add per kernel
+offset. numpy pays a fixed cost per contiguous run it copies or adds, so the layout
+follows the size of the image. Wide rows: per sample, in NCHW itself (one matmul per
+image, no transposes). Short rows (small images, as deep in a CNN): batch innermost,
+(C, H, W, N), where a run is a row times the batch and one matmul covers the batch, at
+the price of transposing the input and the output. ConvTranspose is the same two moves
+in the opposite order (its forward pass is a convolution's input gradient).
 """
 
 from __future__ import annotations
@@ -31,18 +33,20 @@ from ._window import Pad, fold, out_size, pair, parse_pad, unfold
 __all__ = ["Conv", "ConvTranspose", "conv", "conv_transpose"]
 
 _UNFUSED = object()
+_NO_PAD: Pad = (0, 0, 0, 0)
 
 
 class _Layout(NamedTuple):
-    """Where NCHW's axes go in the matmul layout: channels first, then ``order``."""
+    """A matmul layout of NCHW arrays."""
 
     perm: tuple[int, ...]  # NCHW -> layout
     inverse: tuple[int, ...]  # layout -> NCHW
     spatial: tuple[int, int]  # the H and W axes in the layout
+    channel: int  # the C axis in the layout; axes before it lead the matmul (one per sample)
 
 
-_ROWS = _Layout((1, 0, 2, 3), (1, 0, 2, 3), (2, 3))  # (C, N, H, W)
-_BATCH_INNER = _Layout((1, 2, 3, 0), (3, 0, 1, 2), (1, 2))  # (C, H, W, N)
+_SAMPLES = _Layout((0, 1, 2, 3), (0, 1, 2, 3), (2, 3), 1)  # (N, C, H, W)
+_BATCH_INNER = _Layout((1, 2, 3, 0), (3, 0, 1, 2), (1, 2), 0)  # (C, H, W, N)
 
 #: Window rows shorter than this (in elements) make the batch-innermost layout pay off.
 _SHORT_ROW = 20
@@ -50,37 +54,13 @@ _SHORT_ROW = 20
 _SAMPLES_PER_COPY = 8
 
 
-def _layout(batch: int, width: int, stride: int) -> _Layout:
-    """The matmul layout for ``batch`` images whose window grid is ``width`` wide.
+def _layout(batch: int, width: int) -> _Layout:
+    """The layout for ``batch`` images whose grid of windows is ``width`` wide.
 
-    Copies and strided adds cost numpy a fixed overhead per contiguous run; in (C, N, H, W)
-    a run is one row of the window grid (one element when strided), in (C, H, W, N) it is
-    that times the batch. The latter costs two transposes, worth it only for short rows.
+    Measured on LeNet's layers (2 cores): per sample is 1.8× faster for 24-wide rows,
+    batch innermost 1.2× faster for 8-wide ones; the two meet near 20.
     """
-    run = width if stride == 1 else 1
-    return _BATCH_INNER if batch > 1 and run < _SHORT_ROW else _ROWS
-
-
-def _to_layout(a: Any, layout: _Layout, pad: Pad) -> Any:
-    """NCHW ``a`` copied into ``layout``, zero-padded by ``pad``.
-
-    Into (C, H, W, N) the copy goes a few samples at a time: a whole-batch transpose
-    strides through memory by one image per element, up to 4× slower.
-    """
-    xp = array_module(a)
-    shape = [a.shape[i] for i in layout.perm]
-    sh, sw = layout.spatial
-    shape[sh] += pad[0] + pad[1]
-    shape[sw] += pad[2] + pad[3]
-    out = (xp.zeros if any(pad) else xp.empty)(shape, dtype=a.dtype)
-    dest = out[_crop(layout, shape, pad)]
-    n = a.shape[0]
-    step = _SAMPLES_PER_COPY if layout is _BATCH_INNER else n
-    index: list[Any] = [slice(None)] * 4
-    for b in range(0, n, step):
-        index[layout.perm.index(0)] = slice(b, b + step)
-        dest[tuple(index)] = a[b:b + step].transpose(layout.perm)
-    return out
+    return _BATCH_INNER if batch > 1 and width < _SHORT_ROW else _SAMPLES
 
 
 def _crop(layout: _Layout, shape: Any, pad: Pad) -> tuple:
@@ -92,52 +72,92 @@ def _crop(layout: _Layout, shape: Any, pad: Pad) -> tuple:
     return tuple(index)
 
 
-def _from_layout(a: Any, layout: _Layout, pad: Pad = (0, 0, 0, 0), bias: Any = None) -> Any:
-    """``a`` in ``layout`` back to a fresh NCHW array, cropping ``pad`` and adding ``bias``."""
+def _to_layout(a: Any, layout: _Layout, pad: Pad,
+               block: Callable[[slice], Any] | None = None) -> Any:
+    """NCHW ``a`` as a contiguous array in ``layout``, zero-padded by ``pad``.
+
+    With ``block``, what is copied for the samples in a slice ``s`` is ``block(s)`` (an
+    activation's derivative times ``a[s]``), computed a few samples at a time while they
+    are in cache. Into (C, H, W, N) the copy goes a few samples at a time: a whole-batch
+    transpose strides through memory by one image per element, up to 4× slower.
+    """
+    xp = array_module(a)
+    n = a.shape[0]
+    if layout is _SAMPLES and not any(pad):
+        return xp.ascontiguousarray(a if block is None else block(slice(0, n)))
+    shape = [a.shape[i] for i in layout.perm]
+    sh, sw = layout.spatial
+    shape[sh] += pad[0] + pad[1]
+    shape[sw] += pad[2] + pad[3]
+    out = (xp.zeros if any(pad) else xp.empty)(shape, dtype=a.dtype)
+    dest = out[_crop(layout, shape, pad)]
+    index: list[Any] = [slice(None)] * 4
+    step = _SAMPLES_PER_COPY if layout is _BATCH_INNER else n
+    for b in range(0, n, step):
+        part = slice(b, b + step)
+        index[layout.perm.index(0)] = part
+        dest[tuple(index)] = (a[part] if block is None else block(part)).transpose(layout.perm)
+    return out
+
+
+def _from_layout(a: Any, layout: _Layout, pad: Pad = _NO_PAD, bias: Any = None,
+                 relu: bool = False) -> Any:
+    """A fresh ``a`` in ``layout`` as NCHW, cropping ``pad``, adding ``bias`` and applying
+    relu in the same pass; ``a`` itself (relu in place) when it already is NCHW."""
     xp = array_module(a)
     v = a[_crop(layout, a.shape, pad)].transpose(layout.inverse)
+    if bias is None and v.flags.c_contiguous:
+        if relu:
+            xp.maximum(v, 0, out=v)
+        return v
     out = xp.empty(v.shape, dtype=a.dtype)
-    if bias is None:
-        out[...] = v
-    else:
+    if bias is not None:
         xp.add(v, bias.reshape(-1, 1, 1), out=out)
+        v = out
+    if relu:
+        xp.maximum(v, 0, out=out)
+    elif v is not out:
+        out[...] = v
     return out
 
 
 def _im2col(a: Any, layout: _Layout, kernel: tuple[int, int], stride: tuple[int, int],
-            dilation: tuple[int, int], out_hw: tuple[int, int]) -> Any:
-    """Every window of ``a`` (in ``layout``) copied as (C, kh, kw, positions...)."""
+            dilation: tuple[int, int], out_hw: tuple[int, int], groups: int,
+            ones: bool) -> Any:
+    """Every window of ``a`` (in ``layout``) copied as ([N,] groups, k, positions).
+
+    k is channels per group × kernel offsets, plus a row of ones (a bias input) when
+    ``ones``. Positions are (ho, wo) per sample, or (ho, wo, n) with the batch innermost.
+    """
+    xp = array_module(a)
+    (kh, kw), cg = kernel, a.shape[layout.channel] // groups
     v = unfold(a, layout.spatial, kernel, stride, dilation, out_hw)
-    v = v.transpose(0, 4, 5, 1, 2, 3)
-    cols = array_module(a).empty(v.shape, dtype=a.dtype)
-    cols[...] = v
+    if layout is _SAMPLES:  # (N, C, Ho, Wo, kh, kw) -> (N, G, Cg, kh, kw, Ho, Wo)
+        v = v.reshape(v.shape[0], groups, cg, *v.shape[2:]).transpose(0, 1, 2, 5, 6, 3, 4)
+        lead = v.shape[:1]
+    else:  # (C, Ho, Wo, N, kh, kw) -> (G, Cg, kh, kw, Ho, Wo, N)
+        v = v.reshape(groups, cg, *v.shape[1:]).transpose(0, 1, 5, 6, 2, 3, 4)
+        lead = ()
+    k = cg * kh * kw
+    cols = xp.empty((*lead, groups, k + ones, int(np.prod(v.shape[len(lead) + 4:]))),
+                    dtype=a.dtype)
+    cols[..., :k, :].reshape(v.shape)[...] = v  # splitting axes: a view, never a copy
+    if ones:
+        cols[..., k, :] = 1
     return cols
 
 
-def _groups_matmul(w: Any, cols: Any, groups: int, transpose_w: bool = False) -> Any:
-    """``w`` (per group: out × k, or k × out when ``transpose_w``) times ``cols`` (k × positions).
-
-    ``w`` is a weight (rows, per-group columns...) and ``cols`` has groups × k rows; the
-    result has one row per weight row (or per column with ``transpose_w``) and the
-    positions of ``cols``.
-    """
-    rows = w.shape[0] // groups
-    w3 = w.reshape(groups, rows, -1)
-    if transpose_w:
-        w3 = w3.transpose(0, 2, 1)
-    c3 = cols.reshape(groups, w3.shape[2], -1)
-    return (w3 @ c3).reshape(groups * w3.shape[1], *cols.shape[-3:])
-
-
-def _weight_grad(g: Any, cols: Any, groups: int, shape: tuple[int, ...]) -> Any:
-    """The weight gradient ``g @ cols.T`` per group (rows × positions times k × positions).
+def _weight_grad(g: Any, cols: Any) -> Any:
+    """Per group, ``g`` (rows × positions) times ``cols`` (k × positions) transposed,
+    summed over samples: (groups, rows, k).
 
     Computed as ``(cols @ g.T).T``: with the long positions axis inside both operands
     OpenBLAS runs this orientation 1.2-1.6× faster on the shapes of a small CNN.
     """
-    g3 = g.reshape(groups, g.shape[0] // groups, -1)
-    c3 = cols.reshape(groups, -1, g3.shape[2])
-    return (c3 @ g3.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(shape)
+    prod = cols @ g.swapaxes(-1, -2)
+    if prod.ndim == 4:
+        prod = prod.sum(axis=0)
+    return prod.swapaxes(-1, -2)
 
 
 class _Geometry(NamedTuple):
@@ -185,13 +205,14 @@ def _check_channels(owner: str, in_: Any, out: Any, groups: int) -> None:
 
 
 def _activate(y: Any, activation: Callable, record_node: Callable) -> Any:
-    """Apply ``activation`` to the fresh output ``y``: fused into the node when it can be."""
+    """Apply ``activation`` to the fresh output ``y``: fused into the node when it can be.
+
+    relu is already applied, in the pass that made ``y``.
+    """
     dact = FUSABLE.get(activation, _UNFUSED)
     if dact is _UNFUSED:
         return activation(record_node(y, None))
-    if activation is relu:
-        array_module(y).maximum(y, 0, out=y)
-    elif activation is not identity:
+    if activation is not relu and activation is not identity:
         y = activation(y)
     return record_node(y, dact)
 
@@ -203,39 +224,52 @@ def _too_small(owner: str, hw: tuple[int, int], g: _Geometry) -> ShapeError:
                       f"(dilated kernel {span}, pad {g.pad}); got {hw[0]} × {hw[1]}")
 
 
+def _layout_shape(layout: _Layout, nchw: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(nchw[i] for i in layout.perm)
+
+
 def _conv(x: Any, weight: Any, bias: Any, activation: Callable, g: _Geometry,
           owner: str = "conv") -> Any:
     xd, wd = data(x), data(weight)
     n, _, h, w = xd.shape
-    o = wd.shape[0]
+    o, groups = wd.shape[0], g.groups
     ho = out_size(h, g.kernel[0], g.stride[0], g.dilation[0], g.pad[0], g.pad[1])
     wo = out_size(w, g.kernel[1], g.stride[1], g.dilation[1], g.pad[2], g.pad[3])
     if ho < 1 or wo < 1:
         raise _too_small(owner, (h, w), g)
-    layout = _layout(n, wo, g.stride[1])
+    xp = array_module(xd)
+    layout = _layout(n, wo)
     xl = _to_layout(xd, layout, g.pad)
-    cols = _im2col(xl, layout, g.kernel, g.stride, g.dilation, (ho, wo))
-    yl = _groups_matmul(wd, cols, g.groups)
-    y = _from_layout(yl, layout, bias=None if bias is None else data(bias))
+    cols = _im2col(xl, layout, g.kernel, g.stride, g.dilation, (ho, wo), groups,
+                   ones=bias is not None)
+    w3 = wd.reshape(groups, o // groups, -1)
+    k = w3.shape[2]
+    if bias is not None:  # the bias is the weight of the row of ones
+        w3 = xp.concatenate([w3, data(bias).reshape(groups, -1, 1)], axis=2)
+    yl = (w3 @ cols).reshape(_layout_shape(layout, (n, o, ho, wo)))
+    y = _from_layout(yl, layout, relu=activation is relu)
     tx, tw, tb = x.__class__ is Tracked, weight.__class__ is Tracked, bias.__class__ is Tracked
 
     def node(y: Any, dact: Callable | None) -> Any:
         if not (tx or tw or tb):
             return y
-        xp = array_module(y)
 
         def vjp(gy: Any) -> tuple:
-            if dact is not None:
-                gy = dact(xp, y, gy)
-            gl = _to_layout(gy, layout, (0, 0, 0, 0))
-            gb = gl.reshape(o, -1).sum(axis=1) if tb else None
-            gw = _weight_grad(gl, cols, g.groups, wd.shape) if tw else None
-            gx = None
-            if tx:
-                gcols = _groups_matmul(wd, gl, g.groups, transpose_w=True)
-                gcols = gcols.reshape(cols.shape)
-                gx = _from_layout(fold(gcols, xl.shape, layout.spatial, (1, 2), g.stride,
-                                       g.dilation), layout, g.pad)
+            gl = _to_layout(gy, layout, _NO_PAD, None if dact is None else
+                            lambda s: dact(xp, y[s], gy[s]))
+            g3 = gl.reshape(*cols.shape[:-2], o // groups, -1)
+            gw = gb = gx = None
+            if tw or tb:
+                gwb = _weight_grad(g3, cols)
+                gw = gwb[..., :k].reshape(wd.shape) if tw else None
+                gb = gwb[..., k].reshape(o) if tb else None
+            if tx:  # the columns' gradient, as (lead..., C, kh, kw, positions...) for fold
+                c = layout.channel
+                gcols = wd.reshape(groups, o // groups, k).swapaxes(-1, -2) @ g3
+                gcols = gcols.reshape(*cols.shape[:c], xd.shape[1], *g.kernel,
+                                      *_layout_shape(layout, (n, 1, ho, wo))[c + 1:])
+                gx = _from_layout(fold(gcols, xl.shape, layout.spatial, (c + 1, c + 2),
+                                       g.stride, g.dilation), layout, g.pad)
             return gx, gw, gb
 
         return record(y, (x, weight, bias), vjp)
@@ -246,37 +280,41 @@ def _conv(x: Any, weight: Any, bias: Any, activation: Callable, g: _Geometry,
 def _conv_transpose(x: Any, weight: Any, bias: Any, activation: Callable, g: _Geometry,
                     output_padding: tuple[int, int], owner: str = "conv_transpose") -> Any:
     xd, wd = data(x), data(weight)
-    n, _, h, w = xd.shape
-    c_out = wd.shape[1] * g.groups
+    n, c_in, h, w = xd.shape
+    groups = g.groups
+    c_out = wd.shape[1] * groups
     full = [(m - 1) * s + d * (k - 1) + 1 + p
             for m, s, d, k, p in zip((h, w), g.stride, g.dilation, g.kernel, output_padding)]
     if full[0] - g.pad[0] - g.pad[1] < 1 or full[1] - g.pad[2] - g.pad[3] < 1:
-        raise ShapeError(f"{owner}: padding "
-                         f"{g.pad} removes the whole {full[0]} × {full[1]} output of a "
-                         f"{h} × {w} input")
-    layout = _layout(n, w, 1)
-    xl = _to_layout(xd, layout, (0, 0, 0, 0))
-    gcols = _groups_matmul(wd, xl, g.groups, transpose_w=True)
-    gcols = gcols.reshape((c_out, *g.kernel, *xl.shape[1:]))
-    shape = [c_out, *xl.shape[1:]]
-    shape[layout.spatial[0]], shape[layout.spatial[1]] = full
-    yfull = fold(gcols, tuple(shape), layout.spatial, (1, 2), g.stride, g.dilation)
-    y = _from_layout(yfull, layout, g.pad, None if bias is None else data(bias))
+        raise ShapeError(f"{owner}: padding {g.pad} removes the whole {full[0]} × {full[1]} "
+                         f"output of a {h} × {w} input")
+    xp = array_module(xd)
+    layout = _layout(n, w)
+    c = layout.channel
+    xl = _to_layout(xd, layout, _NO_PAD)
+    x3 = xl.reshape(*xl.shape[:c], groups, c_in // groups, -1)
+    w3 = wd.reshape(groups, c_in // groups, -1)
+    gcols = (w3.swapaxes(-1, -2) @ x3).reshape(*xl.shape[:c], c_out, *g.kernel,
+                                               *xl.shape[c + 1:])
+    yfull = fold(gcols, _layout_shape(layout, (n, c_out, *full)), layout.spatial,
+                 (c + 1, c + 2), g.stride, g.dilation)
+    y = _from_layout(yfull, layout, g.pad, None if bias is None else data(bias),
+                     relu=activation is relu)
     tx, tw, tb = x.__class__ is Tracked, weight.__class__ is Tracked, bias.__class__ is Tracked
 
     def node(y: Any, dact: Callable | None) -> Any:
         if not (tx or tw or tb):
             return y
-        xp = array_module(y)
 
         def vjp(gy: Any) -> tuple:
-            if dact is not None:
-                gy = dact(xp, y, gy)
-            gb = gy.sum(axis=(0, 2, 3)) if tb else None
-            gl = _to_layout(gy, layout, g.pad)
-            cols = _im2col(gl, layout, g.kernel, g.stride, g.dilation, (h, w))
-            gw = _weight_grad(xl, cols, g.groups, wd.shape) if tw else None
-            gx = _from_layout(_groups_matmul(wd, cols, g.groups), layout) if tx else None
+            gl = _to_layout(gy, layout, g.pad, None if dact is None else
+                            lambda s: dact(xp, y[s], gy[s]))
+            other_axes = tuple(i for i in range(4) if i != c)
+            gb = gl.sum(axis=other_axes) if tb else None  # padding adds zeros
+            cols = _im2col(gl, layout, g.kernel, g.stride, g.dilation, (h, w), groups,
+                           ones=False)
+            gw = _weight_grad(x3, cols).reshape(wd.shape) if tw else None
+            gx = _from_layout((w3 @ cols).reshape(xl.shape), layout) if tx else None
             return gx, gw, gb
 
         return record(y, (x, weight, bias), vjp)
