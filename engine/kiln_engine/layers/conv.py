@@ -249,6 +249,8 @@ def _conv(x: Any, weight: Any, bias: Any, activation: Callable, g: _Geometry,
     yl = (w3 @ cols).reshape(_layout_shape(layout, (n, o, ho, wo)))
     y = _from_layout(yl, layout, relu=activation is relu)
     tx, tw, tb = x.__class__ is Tracked, weight.__class__ is Tracked, bias.__class__ is Tracked
+    lead, padded = cols.shape[:-2], xl.shape  # (samples..., groups); the padded input
+    kept = cols if tw or tb else None  # only the weight gradient needs the columns
 
     def node(y: Any, dact: Callable | None) -> Any:
         if not (tx or tw or tb):
@@ -257,18 +259,18 @@ def _conv(x: Any, weight: Any, bias: Any, activation: Callable, g: _Geometry,
         def vjp(gy: Any) -> tuple:
             gl = _to_layout(gy, layout, _NO_PAD, None if dact is None else
                             lambda s: dact(xp, y[s], gy[s]))
-            g3 = gl.reshape(*cols.shape[:-2], o // groups, -1)
+            g3 = gl.reshape(*lead, o // groups, -1)
             gw = gb = gx = None
             if tw or tb:
-                gwb = _weight_grad(g3, cols)
+                gwb = _weight_grad(g3, kept)
                 gw = gwb[..., :k].reshape(wd.shape) if tw else None
                 gb = gwb[..., k].reshape(o) if tb else None
-            if tx:  # the columns' gradient, as (lead..., C, kh, kw, positions...) for fold
+            if tx:  # the columns' gradient, as (samples..., C, kh, kw, positions...)
                 c = layout.channel
                 gcols = wd.reshape(groups, o // groups, k).swapaxes(-1, -2) @ g3
-                gcols = gcols.reshape(*cols.shape[:c], xd.shape[1], *g.kernel,
+                gcols = gcols.reshape(*lead[:-1], xd.shape[1], *g.kernel,
                                       *_layout_shape(layout, (n, 1, ho, wo))[c + 1:])
-                gx = _from_layout(fold(gcols, xl.shape, layout.spatial, (c + 1, c + 2),
+                gx = _from_layout(fold(gcols, padded, layout.spatial, (c + 1, c + 2),
                                        g.stride, g.dilation), layout, g.pad)
             return gx, gw, gb
 
