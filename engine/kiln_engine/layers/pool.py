@@ -73,12 +73,12 @@ def _max_tiled(x: Any, xd: Any, window: tuple[int, int], out_hw: tuple[int, int]
         grads = [g]
         for depth, right_won in enumerate(reversed(rounds)):
             last = depth == len(rounds) - 1
-            split = []
+            halves = []
             for i, right in enumerate(right_won):
-                k = len(split)
+                k = len(halves)
                 gr = xp.multiply(grads[i], right, out=views[k + 1] if last else None)
-                split += [xp.subtract(grads[i], gr, out=views[k] if last else None), gr]
-            grads = split + grads[len(right_won):]  # an odd tile out passes through
+                halves += [xp.subtract(grads[i], gr, out=views[k] if last else None), gr]
+            grads = halves + grads[len(right_won):]  # an odd tile out passes through
         for view, gk in zip(views, grads):
             if gk is not view:
                 view[...] = gk
