@@ -233,6 +233,10 @@ class ClaimedJob(BaseModel):
     lease_token: str
     lease_expires_at: datetime
     heartbeat_interval_s: float
+    log_interval_s: float = Field(description="post step losses and epoch rows this often")
+    checkpoint_interval_s: float = Field(
+        description="checkpoint at an epoch's end once the last checkpoint (or the start) "
+                    "is this old")
     attempt: int
     spec: dict[str, Any]
     datasets: dict[str, DatasetPublic] = Field(description="by id; fetch blobs by sha256")
@@ -261,7 +265,8 @@ class ControlsReply(BaseModel):
 
 
 class StepsIn(_In):
-    epoch: int = Field(ge=1)
+    epoch: int = Field(ge=1, description="the epoch of first_step (a batch may run on into "
+                                         "the next epochs)")
     first_step: int = Field(ge=1)
     losses: list[float | None] = Field(min_length=1, max_length=100_000)
 

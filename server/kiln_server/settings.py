@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 << 20, gt=0, description="JSON bodies and state reports")
     lease_s: float = Field(30.0, gt=0, description="a claim's lease; heartbeats renew it")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="told to workers at claim")
+    log_interval_s: float = Field(
+        1.0, gt=0, description="told to workers at claim: how often a worker posts its step "
+        "losses and epoch rows (each post costs the server a request, whatever its size)")
+    checkpoint_interval_s: float = Field(
+        10.0, ge=0, description="told to workers at claim: a worker checkpoints at the end of "
+        "an epoch once its last checkpoint, or its start, is this old (and always at pause "
+        "or shutdown): short epochs are cheaper to train again after a crash than to upload "
+        "each time")
     controls_wait_max_s: float = Field(
         30.0, gt=0, description="the longest a worker's controls long-poll is held open")
     controls_recheck_s: float = Field(

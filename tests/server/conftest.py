@@ -48,7 +48,10 @@ class Server:
         env = {**os.environ, "KILN_ADMIN_TOKEN": ADMIN_TOKEN, "KILN_LEASE_S": str(LEASE_S),
                "KILN_REAPER_INTERVAL_S": "0.3", "KILN_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
                "KILN_MAX_PARAMETERS": "10000000", "KILN_EVENTS_POLL_S": "0.1",
-               "KILN_CONTROLS_RECHECK_S": str(CONTROLS_RECHECK_S)}
+               "KILN_CONTROLS_RECHECK_S": str(CONTROLS_RECHECK_S),
+               # Logs soon, checkpoints every few short epochs: a resumed job then
+               # trains again, and posts again, epochs its last holder had posted.
+               "KILN_LOG_INTERVAL_S": "0.05", "KILN_CHECKPOINT_INTERVAL_S": "0.3"}
         cmd = [sys.executable, "-m", "kiln_server", "serve", "--port", str(self.port),
                "--workers", "0", "--data-dir", str(data_dir)]
         if database_url:

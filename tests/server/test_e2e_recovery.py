@@ -56,11 +56,13 @@ def test_worker_killed_mid_epoch_another_finishes_the_same_run(e2e_server, make_
     (first,) = workers.start(1)
 
     def mid_epoch():
-        # Steps posted beyond the last epoch row: the worker is inside an epoch whose
-        # progress only a checkpoint-less restart can lose.
+        # A checkpoint is stored (the weights go up with it), and steps are posted beyond
+        # the last epoch row: the worker is inside an epoch whose progress only a
+        # checkpoint-less restart can lose.
         rows = epochs(client, job_id)
         posted = client.get(f"/v1/jobs/{job_id}/steps").json()["steps"]
-        return len(rows) >= 2 and posted and posted[-1] > rows[-1]["epoch"] * per_epoch
+        return len(rows) >= 2 and posted and posted[-1] > rows[-1]["epoch"] * per_epoch \
+            and get_job(client, job_id)["has_weights"]
     wait_for("the worker to be inside an epoch", mid_epoch, every=0.01)
     workers.kill(first)
     killed_at = get_job(client, job_id)

@@ -10,6 +10,7 @@ import io
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -132,9 +133,13 @@ def _later() -> str:
 
 
 def _run(server: FakeServer, tmp_path, *, controls=(), checkpoint: int | None = None,
-         epochs: int = EPOCHS) -> str:
+         epochs: int = EPOCHS, log_s: float = 0.0, checkpoint_s: float = 0.0) -> str:
+    """Run the job against ``server``; by default logs go out at every step and a
+    checkpoint at every epoch's end."""
     claim = {"job_id": "j1", "lease_token": LEASE, "lease_expires_at": _later(),
-             "heartbeat_interval_s": 0.05, "attempt": 1, "spec": {**SPEC, "epochs": epochs},
+             "heartbeat_interval_s": 0.05, "log_interval_s": log_s,
+             "checkpoint_interval_s": checkpoint_s, "attempt": 1,
+             "spec": {**SPEC, "epochs": epochs},
              "datasets": {"d": {"sha256": DATA_SHA}}, "controls": list(controls),
              "checkpoint": None if checkpoint is None else {
                  "sha256": server.checkpoints[checkpoint], "epoch": checkpoint,
@@ -164,9 +169,32 @@ def test_controls_are_applied_at_a_step_or_rejected_with_the_reason(tmp_path):
     assert sorted(server.steps) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
     assert server.finish == {"status": "succeeded", "epoch": EPOCHS,
                              "step": EPOCHS * STEPS_PER_EPOCH, "error": None}
-    # the final weights went up before the finish
+    # the final weights and state tree went up before the finish
     writes = [p.rsplit("/", 1)[1] for m, p, _ in server.requests if "/jobs/" in p and m != "GET"]
-    assert writes[-2:] == ["weights", "finish"]
+    assert writes[-3:] == ["weights", "state", "finish"]
+
+
+def _writes(server: FakeServer) -> Counter:
+    return Counter(p.rsplit("/", 1)[1] for m, p, _ in server.requests
+                   if "/jobs/" in p and m != "GET")
+
+
+def test_logs_and_checkpoints_follow_the_servers_cadence(tmp_path):
+    """Given long log and checkpoint intervals, a job of short epochs posts its steps and
+    its epoch rows in one request each, at the end, and no checkpoint (it would be
+    cheaper to train again); yet every step and epoch arrives, once."""
+    server = FakeServer()
+    assert _run(server, tmp_path, log_s=60.0, checkpoint_s=60.0) == "succeeded"
+    writes = _writes(server)
+    assert (writes["steps"], writes["epochs"], writes["checkpoint"]) == (1, 1, 0), writes
+    assert sorted(server.steps) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+    assert [e["epoch"] for e in server.epochs] == list(range(1, EPOCHS + 1))
+    assert server.weights is not None  # the final weights, whatever the cadence
+
+    every_step = FakeServer()  # the defaults of _run: a post per step, a checkpoint per epoch
+    assert _run(every_step, tmp_path) == "succeeded"
+    writes = _writes(every_step)
+    assert (writes["steps"], writes["checkpoint"]) == (EPOCHS * STEPS_PER_EPOCH, EPOCHS), writes
 
 
 def test_the_controls_long_poll_delivers_without_heartbeats(tmp_path):

@@ -219,6 +219,22 @@ def test_logs_are_idempotent_and_downsampled(user, worker, claimed):
     assert (job["epoch"], job["step"]) == (2, 200)
 
 
+def test_a_step_batch_replaces_the_batches_from_its_first_step_on(user, worker, claimed):
+    """A worker resuming from a checkpoint at step 50 posts again from step 51, in
+    batches of its own: what the last holder posted after step 50 goes, once each."""
+    job_id, lease, _, _ = claimed
+    post = lambda first, losses: worker.post(f"/v1/worker/jobs/{job_id}/steps", headers=lease,
+                                             json={"epoch": 1, "first_step": first,
+                                                   "losses": losses})
+    assert post(1, [1.0] * 50).status_code == 204
+    assert post(51, [2.0] * 30).status_code == 204
+    assert post(81, [3.0] * 40).status_code == 204
+    assert post(51, [4.0] * 45).status_code == 204  # the resumed worker
+    steps = user.get(f"/v1/jobs/{job_id}/steps").json()
+    assert steps["steps"] == list(range(1, 96))
+    assert steps["losses"] == [1.0] * 50 + [4.0] * 45
+
+
 def test_checkpoint_weights_state_and_finish(user, worker, claimed):
     job_id, lease, _, _ = claimed
     assert user.get(f"/v1/jobs/{job_id}/weights").status_code == 404

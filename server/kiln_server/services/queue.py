@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
 
 from ..blobs import BlobStore, Staging
@@ -186,15 +186,18 @@ def controls_after(session: Session, job_id: str, lease: str, after: int
 
 
 def post_steps(session: Session, job_id: str, lease: str, body: StepsIn) -> None:
-    """Store a batch of step losses; a batch posted again (after a resume) replaces itself."""
+    """Store a batch of step losses, replacing every stored batch from its first step on.
+
+    A worker that resumes a job from a checkpoint posts again, from the step after it,
+    what the job's last holder posted, though not in the same batches (workers post on a
+    timer); batches always end at a checkpoint (the worker posts its steps before the
+    checkpoint), so dropping what starts at or after the new batch leaves each step once.
+    """
     job = _leased(session, job_id, lease)
-    row = session.scalar(select(StepBatch).where(StepBatch.job_id == job.id,
-                                                 StepBatch.first_step == body.first_step))
-    if row is None:
-        session.add(StepBatch(job_id=job.id, epoch=body.epoch, first_step=body.first_step,
-                              losses=body.losses))
-    else:
-        row.epoch, row.losses = body.epoch, body.losses
+    session.execute(delete(StepBatch).where(StepBatch.job_id == job.id,
+                                            StepBatch.first_step >= body.first_step))
+    session.add(StepBatch(job_id=job.id, epoch=body.epoch, first_step=body.first_step,
+                          losses=body.losses))
     job.step = max(job.step, body.first_step + len(body.losses) - 1)
 
 

@@ -170,9 +170,11 @@ class WorkerClient:
         self._request("POST", f"/jobs/{job_id}/steps", lease=lease,
                       json={"epoch": epoch, "first_step": first_step, "losses": losses})
 
-    def post_epoch(self, job_id: str, lease: str, row: dict[str, Any], step: int) -> None:
+    def post_epochs(self, job_id: str, lease: str, rows: list[dict[str, Any]], step: int
+                    ) -> None:
+        """Epoch rows; ``step``: the global step at the end of the last."""
         self._request("POST", f"/jobs/{job_id}/epochs", lease=lease,
-                      json={"epochs": [row], "step": step})
+                      json={"epochs": rows, "step": step})
 
     def post_control_results(self, job_id: str, lease: str, results: list[dict[str, Any]]
                              ) -> None:

@@ -14,6 +14,14 @@ Four threads share a job:
   checkpoints, weights, the state tree) in the order they were made, so the training
   thread never waits on the network between epochs.
 
+Every post costs the server a request and the cores it shares with training, whatever
+the post's size, so the training thread keeps step losses and epoch rows and hands them
+over every ``log_interval_s``, and checkpoints at an epoch's end only once the last
+checkpoint (or the start) is ``checkpoint_interval_s`` old (both the server's numbers,
+from the claim): a job of many short epochs costs the server a few requests a second,
+not several per epoch, and a crash costs at most that interval of training again. The
+steps up to a checkpoint are always posted before it.
+
 Whichever thread first meets a 409 sets ``lost``; from then on nothing more is written
 (the sender drops its queue, the heartbeat ends) and the training thread abandons the
 job at its next step boundary: another worker may already hold the job, and any write
@@ -44,17 +52,14 @@ from kiln_engine.training import EpochRecord, Trainer
 from .build import build_trainer, load_arrays
 from .client import LeaseLostError, ServerUnreachableError, WorkerAPIError, WorkerClient
 
-__all__ = ["CONTROLS_WAIT_S", "STEPS_PER_POST", "JobRun", "epoch_row", "heartbeat_interval",
-           "state_tree"]
+__all__ = ["CONTROLS_WAIT_S", "MAX_STEPS_PER_POST", "JobRun", "epoch_row",
+           "heartbeat_interval", "state_tree"]
 
 logger = logging.getLogger(__name__)
 
-#: Step losses go to the server in batches of this many steps (and at each epoch's end).
-#: The batches start at fixed global steps, so a resumed job reposts exactly the batches
-#: a dead worker posted and the server replaces them (it keys them by first step). Each
-#: post costs the training thread a thread switch (the sender takes the GIL to post), so
-#: a batch is a few hundred steps: a fraction of a second of a small model's training.
-STEPS_PER_POST = 200
+#: The most step losses one post carries: a very fast job posts them sooner than every
+#: ``log_interval_s`` (a request body stays a few hundred kB).
+MAX_STEPS_PER_POST = 10_000
 #: When the sender lags, a checkpoint (weights, state tree) that a newer one already
 #: follows in the queue is still posted if none was posted for this many seconds.
 SUPERSEDED_EVERY_S = 1.0
@@ -198,6 +203,17 @@ class JobRun:
         self.action = "continue"          # "pause" / "cancel" once a heartbeat says so
         self.sender = _Sender(self.lost)
         self.trainer: Trainer | None = None
+        # Kept by the training thread between posts: the losses of the steps taken since
+        # (from global step ``losses_from`` on), and the epoch rows with the global step
+        # at the end of the last; when they, and the last checkpoint, went out (at
+        # first: when training started).
+        self.log_every = float(claim["log_interval_s"])
+        self.checkpoint_every = float(claim["checkpoint_interval_s"])
+        self.losses: list[float | None] = []
+        self.losses_from = 0
+        self.rows: list[dict[str, Any]] = []
+        self.rows_step = 0
+        self.logged_at = self.checkpointed_at = 0.0
         # Progress for heartbeats: plain ints the training thread rebinds and the
         # heartbeat thread only reads (a stale read just reports the previous step).
         self.epoch = 0
@@ -335,17 +351,22 @@ class JobRun:
         whatever they hold by the time the sender gets to it."""
         self.sender.put(functools.partial(call, self.job_id, self.lease, *args), key)
 
-    def _flush_steps(self, buffer: list[float | None]) -> None:
-        """Queue the buffered losses of the steps just taken (they end at the trainer's
-        step count) as one batch."""
-        if buffer:
-            first = self.trainer.steps - len(buffer) + 1
-            losses, epoch = list(buffer), self._epoch_of(first)
-            self._write(self.client.post_steps, epoch, first, losses)
-            buffer.clear()
+    def _flush_logs(self) -> None:
+        """Queue the kept step losses (one batch) and then the kept epoch rows (one post)."""
+        if self.losses:
+            first = self.losses_from
+            self._write(self.client.post_steps, self._epoch_of(first), first, self.losses)
+            self.losses = []
+        if self.rows:
+            self._write(self.client.post_epochs, self.rows, self.rows_step)
+            self.rows = []
+        self.logged_at = time.monotonic()
 
     def _checkpoint(self) -> None:
-        """Queue the checkpoint, the weights and the state tree as they are now."""
+        """Queue the logs so far, then the checkpoint, the weights and the state tree as
+        they are now (a checkpoint always ends a step batch: see queue.post_steps)."""
+        self._flush_logs()
+        self.checkpointed_at = time.monotonic()
         trainer = self.trainer
         blob, weights = checkpoint_to_bytes(trainer), weights_to_bytes(trainer.model)
         tree, epoch, step = state_tree(trainer), trainer.epoch, trainer.steps
@@ -383,7 +404,7 @@ class JobRun:
         replays = self._replays()
         tree = state_tree(trainer)  # taken now: the sender runs while training goes on
         self._write(self.client.put_state, tree, key="state")
-        buffer: list[float | None] = []
+        self.logged_at = self.checkpointed_at = time.monotonic()
         while True:
             # The step boundary: every decision is taken here, between two updates.
             if self.lost.is_set():
@@ -391,29 +412,33 @@ class JobRun:
             if self.sender.error is not None:
                 raise self.sender.error
             if self.action == "cancel":
-                self._flush_steps(buffer)
+                self._flush_logs()
                 return "cancelled"
             if self.action == "pause" or self.shutdown.is_set():
-                self._flush_steps(buffer)
                 self._checkpoint()
                 return "paused" if self.action == "pause" else ""
             if self._done():
-                self._flush_steps(buffer)
-                weights = weights_to_bytes(trainer.model)
+                self._flush_logs()
+                weights, tree = weights_to_bytes(trainer.model), state_tree(trainer)
                 self._write(self.client.put_blob, "weights", weights, trainer.epoch,
                             trainer.steps, key="weights")
+                self._write(self.client.put_state, tree, key="state")
                 return "succeeded"
             self._take_controls(replays)
             record = trainer.step()
             self.epoch, self.step = record.epoch, record.step
-            buffer.append(_finite(record.loss))
+            if not self.losses:
+                self.losses_from = record.step
+            self.losses.append(_finite(record.loss))
+            now = time.monotonic()
             if record.epoch_end is not None:
-                self._flush_steps(buffer)
-                row, step = epoch_row(record.epoch_end), record.step
-                self._write(self.client.post_epoch, row, step)
-                self._checkpoint()
-            elif record.step % STEPS_PER_POST == 0:
-                self._flush_steps(buffer)
+                self.rows.append(epoch_row(record.epoch_end))
+                self.rows_step = record.step
+                if now - self.checkpointed_at >= self.checkpoint_every:
+                    self._checkpoint()
+            if now - self.logged_at >= self.log_every or \
+                    len(self.losses) >= MAX_STEPS_PER_POST:
+                self._flush_logs()
 
     def run(self) -> str:
         """Train the job; how it ended: a finish status, 'abandoned' or 'released'."""
@@ -434,6 +459,8 @@ class JobRun:
                 raise
             except Exception as e:  # the job's own failure: report it, with where it happened
                 logger.exception("job %s failed", self.job_id)
+                if self.trainer is not None:
+                    self._flush_logs()  # the steps and epochs it did finish
                 text = "".join(traceback.format_exception_only(e)).strip()
                 where = traceback.extract_tb(e.__traceback__)[-1]
                 self._finish("failed", f"{text} (at {where.filename}:{where.lineno})")

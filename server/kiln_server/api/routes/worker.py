@@ -20,7 +20,8 @@ The worker's loop:
 
 - **Claim** gives the job's spec (as submitted: model, optimiser, loss, data, batch size,
   epochs, seed, schedule, stop, metrics), its datasets (fetch each blob by sha256 and
-  cache it), a ``lease_token`` valid for ``lease_expires_at``, and ``heartbeat_interval_s``.
+  cache it), a ``lease_token`` valid for ``lease_expires_at``, and the cadences:
+  ``heartbeat_interval_s``, ``log_interval_s``, ``checkpoint_interval_s``.
   If ``checkpoint`` is set, resume from it: load the blob (the bytes this worker's kind
   uploaded), continue at ``checkpoint.step``, and re-apply, at the same step, every
   control in ``controls`` that is ``applied`` with ``applied_step`` after the
@@ -43,13 +44,16 @@ The worker's loop:
   **hyper)``, ``freeze(opt_state[path])``, ``thaw(opt_state[path])`` (``path`` '' is the
   whole state); report ``applied`` with the epoch and the first step trained under the
   change, or ``rejected`` with the reason.
-- **Steps** are posted in batches (global steps count from 1); **epochs** after each epoch,
-  each with the learning rate per subtree and the frozen paths in force. Posting the
-  same step batch (same ``first_step``) or epoch again replaces it: a resumed job never
-  doubles a row.
-- **Checkpoint** each epoch (and before pausing), with the weights (safetensors, served to
-  users at /v1/jobs/{id}/weights) and the state tree (per path: rule, hyper-parameters,
-  frozen; served at /v1/jobs/{id}/state).
+- **Steps** and **epochs** are posted every ``log_interval_s`` (global steps count from 1;
+  several epoch rows in one post), each epoch row with the learning rate per subtree and
+  the frozen paths in force. A step batch replaces every stored batch from its
+  ``first_step`` on, and an epoch posted again replaces its row: a job resumed from a
+  checkpoint posts again what its last holder posted after it, and no row is doubled
+  (post the steps up to a checkpoint before the checkpoint itself).
+- **Checkpoint** at the end of an epoch once the last one (or the start) is
+  ``checkpoint_interval_s`` old, and before pausing, with the weights (safetensors,
+  served to users at /v1/jobs/{id}/weights) and the state tree (per path: rule,
+  hyper-parameters, frozen; served at /v1/jobs/{id}/state).
 - **Finish** with ``succeeded`` (upload final weights first), ``failed`` (``error`` says
   why), ``cancelled``, or ``paused``.
 
@@ -120,7 +124,9 @@ def claim_job(body: ClaimRequest, session: SessionDep, token: CurrentWorkerToken
         "step": job.checkpoint_step}
     return ClaimedJob(
         job_id=job.id, lease_token=job.lease_token, lease_expires_at=job.lease_expires_at,
-        heartbeat_interval_s=settings.heartbeat_interval_s, attempt=job.attempt, spec=job.spec,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+        log_interval_s=settings.log_interval_s,
+        checkpoint_interval_s=settings.checkpoint_interval_s, attempt=job.attempt, spec=job.spec,
         datasets={i: DatasetPublic.model_validate(d) for i, d in datasets.items()},
         checkpoint=checkpoint, controls=[ControlPublic.model_validate(c) for c in controls])
 
