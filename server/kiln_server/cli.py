@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,30 +36,22 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from .app import create_app, prepare
     from .services import auth
-    from .serving import Server
+    from .serving import LocalWorkers, serve
 
     settings = _settings(args)
     engine, token = prepare(settings)  # migrate before the workers start
     url = f"http://{args.host}:{args.port}"
     if token is not None:
         print(f"Kiln admin token (shown once, stored hashed): {token}", flush=True)
-    workers = []
+    start_workers = None
     if args.workers:
         with session_scope(make_sessionmaker(engine)) as session:
             worker_token = auth.create_token(session, LOCAL_WORKER_USER, worker=True)
-        cmd = [sys.executable, "-m", "kiln_server", "worker", "--url", url]
-        env = {**os.environ, "KILN_WORKER_TOKEN": worker_token}
-        workers = [subprocess.Popen(cmd, env=env) for _ in range(args.workers)]
+        start_workers = functools.partial(LocalWorkers, url, worker_token, args.workers)
     engine.dispose()
     print(f"Kiln is serving at {url} (docs at {url}/docs) with {args.workers} local "
           f"worker(s)", flush=True)
-    try:
-        Server(create_app(settings), args.host, args.port).run()
-    finally:
-        for p in workers:
-            p.terminate()
-        for p in workers:
-            p.wait()
+    serve(create_app(settings), args.host, args.port, start_workers)
     return 0
 
 

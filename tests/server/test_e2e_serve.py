@@ -1,18 +1,32 @@
 """End to end: the README's first command, ``kiln-server serve`` with its local worker,
-trains a job."""
+trains a job, and on SIGTERM or SIGINT stops that worker (which first checkpoints and
+lets go of its job) before the server goes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
+from kiln_server.db import make_engine, make_sessionmaker, session_scope
+from kiln_server.models import Job
 
 from .conftest import ADMIN_TOKEN, free_port
-from .e2e_support import digits_job, digits_split, finished, submit, upload_digits, wait_for
+from .e2e_support import (
+    digits_job,
+    digits_split,
+    finished,
+    get_job,
+    submit,
+    upload_digits,
+    wait_for,
+)
 
 
 def _children(pid: int) -> list[int]:
@@ -22,7 +36,10 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def test_serve_starts_a_local_worker_that_trains_a_job(tmp_path):
+@contextlib.contextmanager
+def _serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, httpx.Client, int]]:
+    """``kiln-server serve`` with its default local worker: the process, an admin client
+    and the worker's pid. Whatever the test does, nothing is left running."""
     port = free_port()
     env = {**os.environ, "KILN_ADMIN_TOKEN": ADMIN_TOKEN,
            "KILN_WORKER_CACHE": str(tmp_path / "cache")}
@@ -42,15 +59,37 @@ def test_serve_starts_a_local_worker_that_trains_a_job(tmp_path):
         (worker,) = _children(serve.pid)
         with httpx.Client(base_url=url, timeout=30,
                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
-            ds = upload_digits(client, digits_split())
-            job_id = submit(client, digits_job(ds, epochs=2, stop=None))
-            done = finished(client, job_id)
-            assert done["status"] == "succeeded", done["error"]
-        assert f"job {job_id}: finished, succeeded" in (tmp_path / "serve.log").read_text()
+            yield serve, client, worker
     finally:
-        serve.terminate()
-        serve.wait(30)
-        # uvicorn re-raises SIGTERM after its shutdown, so serve's own cleanup of its
-        # workers does not run yet: end the worker here rather than leak it.
-        if worker and Path(f"/proc/{worker}").exists():
-            os.kill(worker, signal.SIGTERM)
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(30)
+        if worker and Path(f"/proc/{worker}").exists():  # serve failed to stop it
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_serve_starts_a_local_worker_that_trains_a_job(tmp_path):
+    with _serve(tmp_path) as (_, client, _):
+        ds = upload_digits(client, digits_split())
+        job_id = submit(client, digits_job(ds, epochs=2, stop=None))
+        done = finished(client, job_id)
+        assert done["status"] == "succeeded", done["error"]
+    assert f"job {job_id}: finished, succeeded" in (tmp_path / "serve.log").read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_worker_after_it_checkpoints_its_job(tmp_path, sig):
+    with _serve(tmp_path) as (serve, client, worker):
+        ds = upload_digits(client, digits_split())
+        job_id = submit(client, digits_job(ds, epochs=5000, stop=None))
+        wait_for("the job to train", lambda: get_job(client, job_id)["step"] > 0)
+        serve.send_signal(sig)
+        assert serve.wait(60) == 0
+        assert not Path(f"/proc/{worker}").exists()  # stopped, and reaped by serve
+    assert f"job {job_id}: released at step" in (tmp_path / "serve.log").read_text()
+    # The checkpoint the worker took on its way out reached the server (the default
+    # checkpoint interval is far longer than this job ran): it resumes from there.
+    factory = make_sessionmaker(make_engine(f"sqlite:///{tmp_path / 'data' / 'kiln.db'}"))
+    with session_scope(factory) as session:
+        job = session.get(Job, job_id)
+        assert job.checkpoint_sha256 is not None and job.checkpoint_step > 0
