@@ -4,6 +4,9 @@ Shutdown (SIGTERM, SIGINT) goes in this order: the local workers stop first, whi
 API still answers, so that each checkpoints the job in hand and lets go of it; then the
 held controls long-polls are woken (each would otherwise hold uvicorn's wait for open
 requests for its whole wait); then uvicorn closes.
+
+Idle workers ask for a job every couple of seconds each; the access log leaves out the
+claims that found the queue empty, which would otherwise bury every other line.
 """
 
 from __future__ import annotations
@@ -60,6 +63,15 @@ class Server(uvicorn.Server):
                  before_shutdown: Callable[[], None] | None = None) -> None:
         super().__init__(uvicorn.Config(app, host=host, port=port, log_level="info"))
         self.app, self.before_shutdown = app, before_shutdown
+        self.claim_path = app.url_path_for("claim_job")
+        # After the Config: it configures uvicorn's loggers.
+        logging.getLogger("uvicorn.access").addFilter(self._not_an_idle_claim)
+
+    def _not_an_idle_claim(self, record: logging.LogRecord) -> bool:
+        # uvicorn's access line: (client, method, path, http version, status)
+        args = record.args
+        return not (isinstance(args, tuple) and len(args) == 5 and args[1] == "POST"
+                    and args[2] == self.claim_path and args[4] == 204)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.before_shutdown is not None:

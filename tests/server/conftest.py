@@ -45,7 +45,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
-        env = {**os.environ, "KILN_ADMIN_TOKEN": ADMIN_TOKEN, "KILN_LEASE_S": str(LEASE_S),
+        env = {**os.environ, "PYTHONUNBUFFERED": "1",  # the log is current while it runs
+               "KILN_ADMIN_TOKEN": ADMIN_TOKEN, "KILN_LEASE_S": str(LEASE_S),
                "KILN_REAPER_INTERVAL_S": "0.3", "KILN_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
                "KILN_MAX_PARAMETERS": "10000000", "KILN_EVENTS_POLL_S": "0.1",
                "KILN_CONTROLS_RECHECK_S": str(CONTROLS_RECHECK_S),

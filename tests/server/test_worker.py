@@ -1,12 +1,14 @@
-"""The worker's job loop against a scripted server (httpx.MockTransport): controls applied
-or rejected with their step, controls brought by the long-poll alone, a lost lease
-abandoned without another write, and a resume that replays controls at their step and
-lands bit for bit on the uninterrupted run."""
+"""The worker against a scripted server (httpx.MockTransport): controls applied or
+rejected with their step, controls brought by the long-poll alone, logs and checkpoints
+on the server's cadence, a lost lease abandoned without another write, a resume that
+replays controls at their step and lands bit for bit on the uninterrupted run, and an
+idle worker that claims less and less often."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import threading
 import time
@@ -19,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from kiln_engine.serialise import weights_from_bytes
+from kiln_server import worker as worker_main
 from kiln_server.schemas import JobCreate
 from kiln_server.worker.client import LEASE_HEADER, WorkerClient
 from kiln_server.worker.run import JobRun
@@ -258,3 +261,32 @@ def test_resume_replays_controls_and_equals_the_uninterrupted_run(tmp_path, at_s
     assert _run(plain, tmp_path, checkpoint=1) == "succeeded"
     other = weights_from_bytes(plain.weights)
     assert not all(np.array_equal(other[k], v) for k, v in expected.items())
+
+
+def test_an_idle_worker_backs_off_and_claims_at_once_after_a_job(monkeypatch):
+    """Empty claims are spaced out more and more, up to the longest wait; a claimed job
+    brings the first wait back."""
+    monkeypatch.setattr(worker_main, "CLAIM_POLL_FIRST_S", 0.05)
+    monkeypatch.setattr(worker_main, "CLAIM_POLL_BACKOFF", 2.0)
+    monkeypatch.setattr(worker_main, "CLAIM_POLL_MAX_S", 0.3)
+    claims: list[float] = []
+    shutdown = threading.Event()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        claims.append(time.monotonic())
+        if len(claims) == 5:
+            return httpx.Response(200, json={"job_id": "j1"})
+        if len(claims) == 7:
+            shutdown.set()
+        return httpx.Response(204)
+
+    ran = []
+    client = WorkerClient("http://kiln.test", "token", transport=httpx.MockTransport(answer))
+    worker_main.claim_loop(client, "w1", shutdown, lambda claim: ran.append(claim["job_id"]))
+    gaps = [b - a for a, b in itertools.pairwise(claims)]
+    assert ran == ["j1"]
+    # Waits of 0.05, 0.1, 0.2, 0.3 (the longest) while empty; none right after the job;
+    # then 0.05 again.
+    for gap, least in zip(gaps[:4], (0.05, 0.1, 0.2, 0.3)):
+        assert gap >= least, gaps
+    assert gaps[4] < 0.05 and 0.05 <= gaps[5] < 0.2, gaps

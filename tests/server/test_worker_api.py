@@ -287,6 +287,15 @@ def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, m
     assert user.get(f"/v1/jobs/{job_id}/state").json() == {}
 
 
+def test_claims_that_find_nothing_stay_out_of_the_access_log(worker, server):
+    wid = _register(worker)
+    _drain(worker, wid)
+    assert worker.post("/v1/worker/claim", json={"worker_id": wid}).status_code == 204
+    log = (server.data_dir / "server.log").read_text()
+    assert '"POST /v1/worker/register HTTP/1.1" 201' in log  # the access log is on
+    assert '"POST /v1/worker/claim HTTP/1.1" 204' not in log
+
+
 def test_tokens_reach_only_their_own_api(user, worker):
     assert worker.get("/v1/jobs").status_code == 403
     assert worker.get("/v1/datasets").status_code == 403

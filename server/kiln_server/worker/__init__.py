@@ -3,6 +3,8 @@
 It registers its device, then claims jobs one at a time and trains each with the engine
 (:mod:`.run`), until SIGTERM or SIGINT: then the job in hand is checkpointed at the next
 step boundary and let go (its lease lapses and another worker resumes it from there).
+While the queue is empty it asks less and less often, down to one claim every
+CLAIM_POLL_MAX_S, and at once again after a job.
 """
 
 from __future__ import annotations
@@ -13,18 +15,24 @@ import re
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .client import LeaseLostError, ServerUnreachableError, WorkerAPIError, WorkerClient
 from .run import JobRun
 
-__all__ = ["CLAIM_POLL_INTERVAL_S", "describe_device", "main"]
+__all__ = ["CLAIM_POLL_BACKOFF", "CLAIM_POLL_FIRST_S", "CLAIM_POLL_MAX_S", "claim_loop",
+           "describe_device", "main"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between claims while the queue is empty.
-CLAIM_POLL_INTERVAL_S = 0.5
+#: Seconds between claims while the queue is empty: the first wait, its growth factor
+#: while the queue stays empty, and the longest (a job waits at most that for an idle
+#: worker; each empty claim costs the server a request).
+CLAIM_POLL_FIRST_S = 0.25
+CLAIM_POLL_BACKOFF = 1.5
+CLAIM_POLL_MAX_S = 2.0
 #: Where fetched datasets and checkpoints are cached by sha256 (KILN_WORKER_CACHE overrides).
 DEFAULT_CACHE = Path.home() / ".cache" / "kiln-worker"
 
@@ -50,6 +58,24 @@ def describe_device(device: str) -> dict[str, Any]:
             "memory_bytes": int(props["totalGlobalMem"])}
 
 
+def claim_loop(client: WorkerClient, worker_id: str, shutdown: threading.Event,
+               run: Callable[[dict[str, Any]], object]) -> None:
+    """Claim jobs and ``run`` each until ``shutdown``, backing off while none is queued."""
+    wait = CLAIM_POLL_FIRST_S
+    while not shutdown.is_set():
+        try:
+            claim = client.claim(worker_id)
+        except ServerUnreachableError as e:
+            logger.warning("cannot claim: %s", e)
+            claim = None
+        if claim is None:
+            shutdown.wait(wait)
+            wait = min(wait * CLAIM_POLL_BACKOFF, CLAIM_POLL_MAX_S)
+            continue
+        run(claim)
+        wait = CLAIM_POLL_FIRST_S
+
+
 def main(url: str, token: str, device: str = "cpu", *, cache: Path | None = None,
          name: str | None = None) -> int:
     """Run the worker until SIGTERM / SIGINT; the process's exit status."""
@@ -64,16 +90,8 @@ def main(url: str, token: str, device: str = "cpu", *, cache: Path | None = None
     try:
         worker_id = client.register(name or f"{socket.gethostname()}:{os.getpid()}", described)
         logger.info("worker %s registered at %s with %s", worker_id, url, described)
-        while not shutdown.is_set():
-            try:
-                claim = client.claim(worker_id)
-            except ServerUnreachableError as e:
-                logger.warning("cannot claim: %s", e)
-                claim = None
-            if claim is None:
-                shutdown.wait(CLAIM_POLL_INTERVAL_S)
-                continue
-            JobRun(client, claim, device=device, cache=cache, shutdown=shutdown).run()
+        claim_loop(client, worker_id, shutdown, lambda claim: JobRun(
+            client, claim, device=device, cache=cache, shutdown=shutdown).run())
     except (LeaseLostError, WorkerAPIError, ServerUnreachableError) as e:
         logger.error("worker stopping: %s", e)
         return 1
