@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     controls_wait_max_s: float = Field(
         30.0, gt=0, description="the longest a worker's controls long-poll is held open")
     controls_recheck_s: float = Field(
-        0.5, gt=0, description="how often a held controls long-poll re-reads the database: "
+        1.0, gt=0, description="how often a held controls long-poll re-reads the database: "
         "the bound on the extra delay of a control posted to another API replica")
     reaper_interval_s: float = Field(5.0, gt=0)
     page_size: int = Field(50, gt=0)

@@ -172,9 +172,9 @@ def test_controls_are_applied_at_a_step_or_rejected_with_the_reason(tmp_path):
     assert sorted(server.steps) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
     assert server.finish == {"status": "succeeded", "epoch": EPOCHS,
                              "step": EPOCHS * STEPS_PER_EPOCH, "error": None}
-    # the final weights and state tree went up before the finish
+    # the final weights went up before the finish
     writes = [p.rsplit("/", 1)[1] for m, p, _ in server.requests if "/jobs/" in p and m != "GET"]
-    assert writes[-3:] == ["weights", "state", "finish"]
+    assert writes[-2:] == ["weights", "finish"]
 
 
 def _writes(server: FakeServer) -> Counter:
@@ -198,6 +198,9 @@ def test_logs_and_checkpoints_follow_the_servers_cadence(tmp_path):
     assert _run(every_step, tmp_path) == "succeeded"
     writes = _writes(every_step)
     assert (writes["steps"], writes["checkpoint"]) == (EPOCHS * STEPS_PER_EPOCH, EPOCHS), writes
+    # The state tree goes up when it changes (here: never after the start), not with
+    # every checkpoint.
+    assert writes["state"] == 1, writes
 
 
 def test_the_controls_long_poll_delivers_without_heartbeats(tmp_path):

@@ -214,6 +214,7 @@ class JobRun:
         self.rows: list[dict[str, Any]] = []
         self.rows_step = 0
         self.logged_at = self.checkpointed_at = 0.0
+        self.state_posted: dict[str, Any] | None = None  # the state tree queued last
         # Progress for heartbeats: plain ints the training thread rebinds and the
         # heartbeat thread only reads (a stale read just reports the previous step).
         self.epoch = 0
@@ -339,9 +340,8 @@ class JobRun:
         while self.inbox:
             results.append(self._apply(self.inbox.popleft()))
         if results:
-            tree = state_tree(trainer)
             self._write(self.client.post_control_results, results)
-            self._write(self.client.put_state, tree, key="state")
+            self._post_state()
 
     # ------------------------------------------------------------------ writes
 
@@ -350,6 +350,14 @@ class JobRun:
         The arguments are bound now: a closure over the loop's variables would post
         whatever they hold by the time the sender gets to it."""
         self.sender.put(functools.partial(call, self.job_id, self.lease, *args), key)
+
+    def _post_state(self) -> None:
+        """Queue the state tree as it is now, unless it is the one queued last (taken now:
+        the sender runs while training goes on)."""
+        tree = state_tree(self.trainer)
+        if tree != self.state_posted:
+            self.state_posted = tree
+            self._write(self.client.put_state, tree, key="state")
 
     def _flush_logs(self) -> None:
         """Queue the kept step losses (one batch) and then the kept epoch rows (one post)."""
@@ -369,10 +377,10 @@ class JobRun:
         self.checkpointed_at = time.monotonic()
         trainer = self.trainer
         blob, weights = checkpoint_to_bytes(trainer), weights_to_bytes(trainer.model)
-        tree, epoch, step = state_tree(trainer), trainer.epoch, trainer.steps
+        epoch, step = trainer.epoch, trainer.steps
         self._write(self.client.put_blob, "checkpoint", blob, epoch, step, key="checkpoint")
         self._write(self.client.put_blob, "weights", weights, epoch, step, key="weights")
-        self._write(self.client.put_state, tree, key="state")
+        self._post_state()
 
     def _finish(self, status: str, error: str | None = None) -> None:
         """Post what is queued, then the finish itself (synchronously)."""
@@ -402,8 +410,7 @@ class JobRun:
         self.trainer = trainer = self._build()
         self.epoch, self.step = trainer.epoch, trainer.steps
         replays = self._replays()
-        tree = state_tree(trainer)  # taken now: the sender runs while training goes on
-        self._write(self.client.put_state, tree, key="state")
+        self._post_state()
         self.logged_at = self.checkpointed_at = time.monotonic()
         while True:
             # The step boundary: every decision is taken here, between two updates.
@@ -419,10 +426,10 @@ class JobRun:
                 return "paused" if self.action == "pause" else ""
             if self._done():
                 self._flush_logs()
-                weights, tree = weights_to_bytes(trainer.model), state_tree(trainer)
+                weights = weights_to_bytes(trainer.model)
                 self._write(self.client.put_blob, "weights", weights, trainer.epoch,
                             trainer.steps, key="weights")
-                self._write(self.client.put_state, tree, key="state")
+                self._post_state()  # a schedule may have moved it
                 return "succeeded"
             self._take_controls(replays)
             record = trainer.step()
