@@ -311,3 +311,7 @@ class Finish(_In):
     epoch: int = Field(ge=0)
     step: int = Field(ge=0)
     error: str | None = Field(None, max_length=100_000)
+    steps: StepsIn | None = Field(
+        None, description="the last step losses, stored as by POST …/steps (saves a request)")
+    epochs: list[EpochIn] = Field(
+        default_factory=list, description="the last epoch rows, stored as by POST …/epochs")

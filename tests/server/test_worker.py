@@ -99,6 +99,11 @@ class FakeServer:
             return httpx.Response(409, json={"detail": "the lease is no longer held"})
         return httpx.Response(200, json={"seq": after, "action": "continue", "controls": []})
 
+    def _store(self, steps: dict | None, epochs: list[dict]) -> None:
+        for i, v in enumerate(steps["losses"] if steps else []):
+            self.steps[steps["first_step"] + i] = v
+        self.epochs += epochs
+
     def _answer(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.removeprefix("/v1/worker")
         if path.startswith("/blobs/"):
@@ -111,11 +116,13 @@ class FakeServer:
         if kind == "heartbeat":
             return httpx.Response(200, json={"lease_expires_at": _later(), "action": "continue",
                                              "controls": []})
-        if kind == "steps":
-            for i, v in enumerate(body["losses"]):
-                self.steps[body["first_step"] + i] = v
+        if kind == "finish":  # it may bring the last logs
+            self.finish = {k: body[k] for k in ("status", "epoch", "step", "error")}
+            self._store(body["steps"], body["epochs"])
+        elif kind == "steps":
+            self._store(body, [])
         elif kind == "epochs":
-            self.epochs += body["epochs"]
+            self._store(None, body["epochs"])
         elif kind == "controls":
             self.results += body["results"]
         elif kind == "checkpoint":
@@ -124,8 +131,6 @@ class FakeServer:
             self.checkpoints[int(request.url.params["epoch"])] = sha
         elif kind == "weights":
             self.weights = request.content
-        elif kind == "finish":
-            self.finish = body
         if self.lose_after == kind:
             self.lost = True
         return httpx.Response(204)
@@ -183,13 +188,13 @@ def _writes(server: FakeServer) -> Counter:
 
 
 def test_logs_and_checkpoints_follow_the_servers_cadence(tmp_path):
-    """Given long log and checkpoint intervals, a job of short epochs posts its steps and
-    its epoch rows in one request each, at the end, and no checkpoint (it would be
-    cheaper to train again); yet every step and epoch arrives, once."""
+    """Given long log and checkpoint intervals, a job of short epochs sends its steps and
+    epoch rows with its finish, in one request, and no checkpoint (it would be cheaper to
+    train again); yet every step and epoch arrives, once."""
     server = FakeServer()
     assert _run(server, tmp_path, log_s=60.0, checkpoint_s=60.0) == "succeeded"
     writes = _writes(server)
-    assert (writes["steps"], writes["epochs"], writes["checkpoint"]) == (1, 1, 0), writes
+    assert (writes["steps"], writes["epochs"], writes["checkpoint"]) == (0, 0, 0), writes
     assert sorted(server.steps) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
     assert [e["epoch"] for e in server.epochs] == list(range(1, EPOCHS + 1))
     assert server.weights is not None  # the final weights, whatever the cadence

@@ -235,6 +235,20 @@ def test_a_step_batch_replaces_the_batches_from_its_first_step_on(user, worker, 
     assert steps["losses"] == [1.0] * 50 + [4.0] * 45
 
 
+def test_finish_stores_the_last_logs_it_brings(user, worker, claimed):
+    job_id, lease, _, _ = claimed
+    r = worker.post(f"/v1/worker/jobs/{job_id}/finish", headers=lease, json={
+        "status": "succeeded", "epoch": 2, "step": 20,
+        "steps": {"epoch": 1, "first_step": 1, "losses": [float(i) for i in range(20)]},
+        "epochs": [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.0}]})
+    assert r.status_code == 204, r.text
+    assert user.get(f"/v1/jobs/{job_id}/steps").json()["losses"] == [float(i) for i in range(20)]
+    rows = user.get(f"/v1/jobs/{job_id}/epochs").json()
+    assert [(e["epoch"], e["train_loss"]) for e in rows] == [(1, 2.0), (2, 1.0)]
+    job = user.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["epoch"], job["step"]) == ("succeeded", 2, 20)
+
+
 def test_checkpoint_weights_state_and_finish(user, worker, claimed):
     job_id, lease, _, _ = claimed
     assert user.get(f"/v1/jobs/{job_id}/weights").status_code == 404

@@ -39,7 +39,15 @@ from ..models import (
     Worker,
     utcnow,
 )
-from ..schemas import ControlResults, EpochsIn, Finish, Heartbeat, StepsIn, WorkerRegister
+from ..schemas import (
+    ControlResults,
+    EpochIn,
+    EpochsIn,
+    Finish,
+    Heartbeat,
+    StepsIn,
+    WorkerRegister,
+)
 from ..wakeups import touch
 
 __all__ = [
@@ -193,7 +201,10 @@ def post_steps(session: Session, job_id: str, lease: str, body: StepsIn) -> None
     timer); batches always end at a checkpoint (the worker posts its steps before the
     checkpoint), so dropping what starts at or after the new batch leaves each step once.
     """
-    job = _leased(session, job_id, lease)
+    _store_steps(session, _leased(session, job_id, lease), body)
+
+
+def _store_steps(session: Session, job: Job, body: StepsIn) -> None:
     session.execute(delete(StepBatch).where(StepBatch.job_id == job.id,
                                             StepBatch.first_step >= body.first_step))
     session.add(StepBatch(job_id=job.id, epoch=body.epoch, first_step=body.first_step,
@@ -204,15 +215,19 @@ def post_steps(session: Session, job_id: str, lease: str, body: StepsIn) -> None
 def post_epochs(session: Session, job_id: str, lease: str, body: EpochsIn) -> None:
     """Store epoch rows, one per (job, epoch): a reposted epoch overwrites, never doubles."""
     job = _leased(session, job_id, lease)
+    _store_epochs(session, job, body.epochs)
+    job.step = max(job.step, body.step)
+
+
+def _store_epochs(session: Session, job: Job, rows: list[EpochIn]) -> None:
     existing = {e.epoch: e for e in session.scalars(select(Epoch).where(
-        Epoch.job_id == job.id, Epoch.epoch.in_([e.epoch for e in body.epochs])))}
-    for e in body.epochs:
+        Epoch.job_id == job.id, Epoch.epoch.in_([e.epoch for e in rows])))}
+    for e in rows:
         row = existing.get(e.epoch) or Epoch(job_id=job.id, epoch=e.epoch)
         for k, v in e.model_dump().items():
             setattr(row, k, v)
         session.add(row)
-    job.epoch = max(job.epoch, *(e.epoch for e in body.epochs))
-    job.step = max(job.step, body.step)
+    job.epoch = max(job.epoch, *(e.epoch for e in rows))
 
 
 def control_results(session: Session, job_id: str, lease: str, body: ControlResults) -> None:
@@ -257,8 +272,13 @@ def put_state(session: Session, job_id: str, lease: str, tree: dict[str, Any]) -
 
 
 def finish(session: Session, job_id: str, lease: str, body: Finish) -> Job:
-    """End the worker's hold on a job: finished, failed, cancelled, or paused (to resume)."""
+    """End the worker's hold on a job: finished, failed, cancelled, or paused (to resume),
+    with the last step losses and epoch rows if it sends them."""
     job = _leased(session, job_id, lease)
+    if body.steps is not None:
+        _store_steps(session, job, body.steps)
+    if body.epochs:
+        _store_epochs(session, job, body.epochs)
     now = utcnow()
     job.status = JobStatus(body.status)
     job.epoch, job.step = body.epoch, body.step

@@ -191,6 +191,9 @@ class WorkerClient:
                       params={"epoch": epoch, "step": step})
 
     def finish(self, job_id: str, lease: str, status: str, epoch: int, step: int,
-               error: str | None = None) -> None:
+               error: str | None = None, steps: dict[str, Any] | None = None,
+               epochs: list[dict[str, Any]] | None = None) -> None:
+        """End the job's lease, with the last step batch and epoch rows if given."""
         self._request("POST", f"/jobs/{job_id}/finish", lease=lease,
-                      json={"status": status, "epoch": epoch, "step": step, "error": error})
+                      json={"status": status, "epoch": epoch, "step": step, "error": error,
+                            "steps": steps, "epochs": epochs or []})

@@ -223,7 +223,9 @@ class JobRun:
     # ------------------------------------------------------------------ threads
 
     def _heartbeats(self, interval: float) -> None:
-        while True:
+        # The first one after an interval: the claim has just given a fresh lease and
+        # the controls, and the long-poll is already watching for more.
+        while not self.done.wait(interval):
             try:
                 reply = self.client.heartbeat(self.job_id, self.lease, self.epoch, self.step)
             except (LeaseLostError, ServerUnreachableError) as e:
@@ -238,8 +240,6 @@ class JobRun:
                     self.action = reply["action"]
                 for control in reply["controls"]:
                     self._receive(control)
-            if self.done.wait(interval):
-                return
 
     def _listen(self, after: int) -> None:
         """Hold the controls long-poll open from control ``after`` on, until the job ends
@@ -359,15 +359,25 @@ class JobRun:
             self.state_posted = tree
             self._write(self.client.put_state, tree, key="state")
 
-    def _flush_logs(self) -> None:
-        """Queue the kept step losses (one batch) and then the kept epoch rows (one post)."""
+    def _take_logs(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The kept step losses as one batch (a StepsIn, or None) and the kept epoch rows,
+        handed over: kept no more."""
+        steps = None
         if self.losses:
-            first = self.losses_from
-            self._write(self.client.post_steps, self._epoch_of(first), first, self.losses)
-            self.losses = []
-        if self.rows:
-            self._write(self.client.post_epochs, self.rows, self.rows_step)
-            self.rows = []
+            steps = {"epoch": self._epoch_of(self.losses_from), "first_step": self.losses_from,
+                     "losses": self.losses}
+        rows = self.rows
+        self.losses, self.rows = [], []
+        return steps, rows
+
+    def _flush_logs(self) -> None:
+        """Queue the kept step losses (one post) and then the kept epoch rows (one post)."""
+        steps, rows = self._take_logs()
+        if steps is not None:
+            self._write(self.client.post_steps, steps["epoch"], steps["first_step"],
+                        steps["losses"])
+        if rows:
+            self._write(self.client.post_epochs, rows, self.rows_step)
         self.logged_at = time.monotonic()
 
     def _checkpoint(self) -> None:
@@ -383,14 +393,16 @@ class JobRun:
         self._post_state()
 
     def _finish(self, status: str, error: str | None = None) -> None:
-        """Post what is queued, then the finish itself (synchronously)."""
+        """Post what is queued, then the finish itself (synchronously), with the logs
+        kept since the last post (one request, not three)."""
         if not self.sender.drain():
             raise _AbandonError()
         if self.sender.error is not None:
             status, error = "failed", f"posting results failed: {self.sender.error}"
+        steps, rows = self._take_logs()
         try:
             self.client.finish(self.job_id, self.lease, status, self.trainer.epoch
-                               if self.trainer else 0, self.step, error)
+                               if self.trainer else 0, self.step, error, steps, rows)
         except (LeaseLostError, ServerUnreachableError) as e:
             raise _AbandonError() from e
         logger.info("job %s: finished, %s", self.job_id, status)
@@ -419,13 +431,11 @@ class JobRun:
             if self.sender.error is not None:
                 raise self.sender.error
             if self.action == "cancel":
-                self._flush_logs()
-                return "cancelled"
+                return "cancelled"  # the kept logs go with the finish
             if self.action == "pause" or self.shutdown.is_set():
                 self._checkpoint()
                 return "paused" if self.action == "pause" else ""
-            if self._done():
-                self._flush_logs()
+            if self._done():  # the kept logs go with the finish
                 weights = weights_to_bytes(trainer.model)
                 self._write(self.client.put_blob, "weights", weights, trainer.epoch,
                             trainer.steps, key="weights")
@@ -466,8 +476,6 @@ class JobRun:
                 raise
             except Exception as e:  # the job's own failure: report it, with where it happened
                 logger.exception("job %s failed", self.job_id)
-                if self.trainer is not None:
-                    self._flush_logs()  # the steps and epochs it did finish
                 text = "".join(traceback.format_exception_only(e)).strip()
                 where = traceback.extract_tb(e.__traceback__)[-1]
                 self._finish("failed", f"{text} (at {where.filename}:{where.lineno})")

@@ -14,7 +14,7 @@ Contract (all bodies JSON unless said; ``Authorization: Bearer <worker token>``)
     PUT  /v1/worker/jobs/{id}/checkpoint?epoch=&step=  raw bytes (opaque)  -> 204
     PUT  /v1/worker/jobs/{id}/weights    raw bytes (safetensors)            -> 204
     PUT  /v1/worker/jobs/{id}/state      {tree}                              -> 204
-    POST /v1/worker/jobs/{id}/finish     {status, epoch, step, error}       -> 204
+    POST /v1/worker/jobs/{id}/finish     {status, epoch, step, error, steps, epochs} -> 204
 
 The worker's loop:
 
@@ -55,7 +55,8 @@ The worker's loop:
   served to users at /v1/jobs/{id}/weights) and the state tree (per path: rule,
   hyper-parameters, frozen; served at /v1/jobs/{id}/state).
 - **Finish** with ``succeeded`` (upload final weights first), ``failed`` (``error`` says
-  why), ``cancelled``, or ``paused``.
+  why), ``cancelled``, or ``paused``; the last step losses (``steps``, a StepsIn) and
+  epoch rows (``epochs``) may come with it, stored in the same transaction.
 
 Any write whose lease is no longer current (expired, or the job was requeued and claimed
 again) gets **409** and changes nothing: stop working on that job at once. Bodies are
