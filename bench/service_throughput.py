@@ -10,9 +10,12 @@ checkpoints, weights and state the worker posts, the final upload). The engine a
 the worker's own ``build_trainer`` and steps the same job in this process; and the
 worker's JobRun runs it against a stub of the server in this process (the worker's own
 cost, without a server competing for the cores). Rounds alternate the three and the
-overhead is the median of the per-round ratios (target: at most 3%). The CPU time of
-each side (this process; the worker and server processes, on Linux) is printed too: on a
-machine shared with other work it moves much less than the wall time does. The
+overhead is the median of the per-round ratios (target: at most 3%). Two figures that a
+burst of other work on a shared machine moves less are printed beside it: the ratio of
+the best times of either side, and the CPU time of each side (this process; the worker
+and server processes, on Linux). The overhead is split into its steady part, the step
+time of the epochs after the first (each epoch row's duration against the engine's own
+epoch records), and the rest, a cost per job (start, first epoch, end). The
 benchmark looks at the job only when it should be nearly done, so that its own requests
 do not compete with the worker.
 
@@ -76,6 +79,10 @@ DEFAULTS = {k: Settings.model_fields[k].default for k in (
 #: How often the benchmark asks whether a job has finished, once it should be nearly done.
 #: Its timings are the server's started_at and finished_at, so this costs no precision.
 POLL_S = 0.05
+#: A pause before each timed run, so that none starts while the previous one's BLAS
+#: threads still spin on the cores (OpenBLAS's wait for more work) or its process winds
+#: down.
+SETTLE_S = 0.3
 
 #: The hidden width and batch size (--hidden, --batch set them).
 HIDDEN, BATCH = 256, 64
@@ -103,15 +110,16 @@ def cpu_s(pid: int) -> float:
 
 
 def engine_alone(spec: dict[str, Any], dataset_id: str, arrays: dict[str, np.ndarray]
-                 ) -> tuple[float, float]:
+                 ) -> tuple[float, float, float]:
     """Seconds and CPU seconds for the engine to build and train the job, as the worker
-    would, in-process."""
+    would, in-process, and the step time of its epochs after the first."""
     t0, c0 = time.perf_counter(), time.process_time()
     trainer = build_trainer(JobCreate(**spec).model_dump(mode="json"), {dataset_id: arrays})
     total = spec["epochs"] * len(trainer.loader)
     while trainer.steps < total:
         trainer.step()
-    return time.perf_counter() - t0, time.process_time() - c0
+    return (time.perf_counter() - t0, time.process_time() - c0,
+            sum(r.seconds for r in trainer.history[1:]))
 
 
 class Service:
@@ -215,16 +223,21 @@ def worker_stubbed(stub: _StubServer, spec: dict[str, Any], cache: Path) -> floa
 
 
 def through_service(svc: Service, spec: dict[str, Any], expected_s: float
-                    ) -> tuple[float, float, float]:
-    """Seconds from the claim to the finish of the job run through the service, and the
-    CPU seconds the worker and the server spent from its submission to its end."""
+                    ) -> tuple[float, float, float, float]:
+    """Seconds from the claim to the finish of the job run through the service, the CPU
+    seconds the worker and the server spent from its submission to its end, and the step
+    time of its epochs after the first."""
     worker, server = (cpu_s(p.pid) for p in reversed(svc.procs))
-    job = svc.wait(svc.submit(spec), ("succeeded", "failed", "cancelled"), 0.9 * expected_s)
+    job_id = svc.submit(spec)
+    final = ("succeeded", "failed", "cancelled")
+    svc.wait(job_id, ("running", *final))  # an idle worker claims within 2 s
+    job = svc.wait(job_id, final, 0.9 * expected_s)
     if job["status"] != "succeeded":
         raise RuntimeError(f"the benchmark job ended {job['status']}: {job['error']}")
     started, ended = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
+    rows = svc.user.get(f"/v1/jobs/{job_id}/epochs").json()
     return ((ended - started).total_seconds(), cpu_s(svc.procs[1].pid) - worker,
-            cpu_s(svc.procs[0].pid) - server)
+            cpu_s(svc.procs[0].pid) - server, sum(r["duration_s"] for r in rows[1:]))
 
 
 def control_latency(svc: Service, dataset_id: str, n: int) -> tuple[list[float], float]:
@@ -273,13 +286,16 @@ def main() -> None:
             stub, cache = _StubServer(arrays), Path(tmp) / "stub-cache"
             # Warm-up: the worker caches the data set, and both sides start their BLAS
             # threads.
-            expected_s, _ = engine_alone(spec, ds, arrays)
+            expected_s = engine_alone(spec, ds, arrays)[0]
             through_service(svc, spec, expected_s)
             worker_stubbed(stub, spec, cache)
             ratios, alone, served, stubbed = [], [], [], []
             for _ in range(args.rounds):
+                time.sleep(SETTLE_S)
                 alone.append(engine_alone(spec, ds, arrays))
+                time.sleep(SETTLE_S)
                 served.append(through_service(svc, spec, alone[-1][0]))
+                time.sleep(SETTLE_S)
                 stubbed.append(worker_stubbed(stub, spec, cache))
                 ratios.append(served[-1][0] / alone[-1][0])
             steps = args.epochs * -(-SAMPLES // BATCH)
@@ -299,10 +315,17 @@ def main() -> None:
             print(f"worker, server stubbed in-process: {statistics.median(stubbed):.3f} s "
                   f"(overhead {own:+.1%}: the worker's own cost)")
             cpu = statistics.median((s[1] + s[2]) / a[1] for s, a in zip(served, alone)) - 1
+            best = min(s[0] for s in served) / min(a[0] for a in alone) - 1
+            steady = statistics.median(s[3] / a[2] for s, a in zip(served, alone)) - 1
+            fixed = statistics.median((s[0] - a[0]) - (s[3] - a[2]) for s, a in
+                                      zip(served, alone))
             print(f"service overhead: {overhead:+.1%} (median of {args.rounds} interleaved "
                   f"rounds; per round {', '.join(f'{r - 1:+.1%}' for r in ratios)}) "
-                  f"target <= +3%: {'met' if overhead <= 0.03 else 'NOT met'}; in CPU time "
-                  f"(worker + server over engine alone) {cpu:+.1%}")
+                  f"target <= +3%: {'met' if overhead <= 0.03 else 'NOT met'}; best time over "
+                  f"best time {best:+.1%}; in CPU time (worker + server over engine alone) "
+                  f"{cpu:+.1%}")
+            print(f"  of which steady (step time of epochs 2-{args.epochs}): {steady:+.1%}; "
+                  f"the rest, per job: {fixed * 1e3:+.0f} ms")
             lat, step_s = control_latency(svc, ds, args.controls)
         finally:
             svc.close()

@@ -371,7 +371,11 @@ class JobRun:
         return steps, rows
 
     def _flush_logs(self) -> None:
-        """Queue the kept step losses (one post) and then the kept epoch rows (one post)."""
+        """Queue the kept step losses (one post) and then the kept epoch rows (one post);
+        the first time, the state tree too (not at the start: a job's first moments are
+        spent training, not posting)."""
+        if self.state_posted is None:
+            self._post_state()
         steps, rows = self._take_logs()
         if steps is not None:
             self._write(self.client.post_steps, steps["epoch"], steps["first_step"],
@@ -422,7 +426,6 @@ class JobRun:
         self.trainer = trainer = self._build()
         self.epoch, self.step = trainer.epoch, trainer.steps
         replays = self._replays()
-        self._post_state()
         self.logged_at = self.checkpointed_at = time.monotonic()
         while True:
             # The step boundary: every decision is taken here, between two updates.
