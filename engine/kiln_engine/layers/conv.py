@@ -103,8 +103,9 @@ def _to_layout(a: Any, layout: _Layout, pad: Pad,
 
 def _from_layout(a: Any, layout: _Layout, pad: Pad = _NO_PAD, bias: Any = None,
                  relu: bool = False) -> Any:
-    """A fresh ``a`` in ``layout`` as NCHW, cropping ``pad``, adding ``bias`` and applying
-    relu in the same pass; ``a`` itself (relu in place) when it already is NCHW."""
+    """A fresh ``a`` in ``layout`` as NCHW, cropping ``pad``, adding ``bias``, applying
+    relu (fused with the copy when there is no bias); ``a`` itself when it already is
+    NCHW, with relu in place."""
     xp = array_module(a)
     v = a[_crop(layout, a.shape, pad)].transpose(layout.inverse)
     if bias is None and v.flags.c_contiguous:
