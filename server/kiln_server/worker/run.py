@@ -200,7 +200,7 @@ class JobRun:
         # applies once.
         self.seen: set[int] = set()
         self.seen_lock = threading.Lock()
-        self.action = "continue"          # "pause" / "cancel" once a heartbeat says so
+        self.action = "continue"  # "pause" / "cancel" once a heartbeat or the long-poll says so
         self.sender = _Sender(self.lost)
         self.trainer: Trainer | None = None
         # Kept by the training thread between posts: the losses of the steps taken since
