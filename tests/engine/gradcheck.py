@@ -95,4 +95,20 @@ def check_gradients(f: Callable, *args: Any, torch_f: Callable | None = None, to
         assert err <= TORCH_RTOL, f"argument {i}: relative error {err:.2e} against torch"
 
 
-__all__ = ["check_gradients", "finite_difference", "gradient"]
+def torch_functional():
+    """torch.nn.functional, imported only when a torch-side function runs (under the fixture)."""
+    import torch.nn.functional
+
+    return torch.nn.functional
+
+
+def four(pad) -> tuple[int, int, int, int]:
+    """A pad spec as (top, bottom, left, right): the tests' own reading of the documentation."""
+    if isinstance(pad, int):
+        return (pad,) * 4
+    if len(pad) == 2:
+        return (pad[0], pad[0], pad[1], pad[1])
+    return tuple(pad)
+
+
+__all__ = ["check_gradients", "finite_difference", "four", "gradient", "torch_functional"]

@@ -24,29 +24,14 @@ from kiln_engine import (
 from kiln_engine.layers import conv as conv_module
 from kiln_engine.layers.conv import conv, conv_transpose
 
-from .gradcheck import check_gradients
+from .gradcheck import check_gradients, four
+from .gradcheck import torch_functional as F
 
 rng = np.random.default_rng(0)
 
 
-def F():
-    """torch.nn.functional, imported only when a torch-side function runs (under the fixture)."""
-    import torch.nn.functional
-
-    return torch.nn.functional
-
-
 def r(*shape: int) -> np.ndarray:
     return rng.uniform(-1, 1, size=shape)
-
-
-def four(pad) -> tuple[int, int, int, int]:
-    """A pad spec as (top, bottom, left, right) — the test's own reading of the documentation."""
-    if isinstance(pad, int):
-        return (pad,) * 4
-    if len(pad) == 2:
-        return (pad[0], pad[0], pad[1], pad[1])
-    return tuple(pad)
 
 
 TORCH_ACT = {identity: lambda y: y, relu: lambda y: F().relu(y), sigmoid: lambda y: y.sigmoid(),

@@ -21,28 +21,14 @@ from kiln_engine import (
 )
 from kiln_engine.layers.pool import maxpool, meanpool
 
-from .gradcheck import check_gradients
+from .gradcheck import check_gradients, four
+from .gradcheck import torch_functional as F
 
 rng = np.random.default_rng(0)
 
 
-def F():
-    """torch.nn.functional, imported only when a torch-side function runs (under the fixture)."""
-    import torch.nn.functional
-
-    return torch.nn.functional
-
-
 def r(*shape: int) -> np.ndarray:
     return rng.uniform(-1, 1, size=shape)
-
-
-def four(pad) -> tuple[int, int, int, int]:
-    if isinstance(pad, int):
-        return (pad,) * 4
-    if len(pad) == 2:
-        return (pad[0], pad[0], pad[1], pad[1])
-    return tuple(pad)
 
 
 def torch_pool(kind: str, window, stride, pad):
