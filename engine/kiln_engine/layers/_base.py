@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .._ops import astype, data
-from .._tree import Node
+from .._tree import Layers, Node
 
-__all__ = ["Layer", "ShapeError", "check_input"]
+__all__ = ["Layer", "ShapeError", "check_input", "member_name", "members_repr"]
 
 
 class ShapeError(ValueError):
@@ -61,3 +61,15 @@ def check_input(layer: Layer, x: Any, *, ndim: int | tuple[int, ...], features: 
     if like is not None and d.dtype != like.dtype:
         return astype(x, like.dtype)
     return x
+
+
+def member_name(v: Any) -> str:
+    """How a member layer or function (an activation, a connection) shows in a layer's repr."""
+    return repr(v) if isinstance(v, Layer) else getattr(v, "__name__", repr(v))
+
+
+def members_repr(layers: Layers) -> str:
+    """The members of a Chain or Parallel, ``name=…`` when named, comma-separated."""
+    if layers.names:
+        return ", ".join(f"{n}={member_name(v)}" for n, v in zip(layers.names, layers))
+    return ", ".join(member_name(v) for v in layers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._tree import Layers
-from ._base import Layer, ShapeError
+from ._base import Layer, ShapeError, members_repr
 
 __all__ = ["Chain"]
 
@@ -52,13 +52,4 @@ class Chain(Layer):
         return len(self.layers)
 
     def __repr__(self) -> str:
-        names = self.layers.names
-        if names:
-            inner = ", ".join(f"{n}={_name(v)}" for n, v in zip(names, self.layers))
-        else:
-            inner = ", ".join(_name(v) for v in self.layers)
-        return f"Chain({inner})"
-
-
-def _name(v: Any) -> str:
-    return repr(v) if isinstance(v, Layer) else getattr(v, "__name__", repr(v))
+        return f"Chain({members_repr(self.layers)})"

@@ -8,7 +8,7 @@ from typing import Any
 
 from .._ops import concatenate, data
 from .._tree import Layers
-from ._base import Layer, ShapeError
+from ._base import Layer, ShapeError, member_name, members_repr
 
 __all__ = ["Parallel", "SkipConnection", "concat"]
 
@@ -21,10 +21,6 @@ def _member(path: str) -> Iterator[None]:
     except ShapeError as e:
         e.path = path + (f".{e.path}" if e.path else "")
         raise
-
-
-def _name(v: Any) -> str:
-    return repr(v) if isinstance(v, Layer) else getattr(v, "__name__", repr(v))
 
 
 def concat(axis: int = -1) -> Callable[..., Any]:
@@ -72,7 +68,7 @@ class SkipConnection(Layer):
             return self.connection(y, x)
 
     def __repr__(self) -> str:
-        return f"SkipConnection({_name(self.layer)}, {_name(self.connection)})"
+        return f"SkipConnection({member_name(self.layer)}, {member_name(self.connection)})"
 
 
 class Parallel(Layer):
@@ -126,9 +122,4 @@ class Parallel(Layer):
             return self.connection(*ys)
 
     def __repr__(self) -> str:
-        names = self.layers.names
-        if names:
-            inner = ", ".join(f"{n}={_name(v)}" for n, v in zip(names, self.layers))
-        else:
-            inner = ", ".join(_name(v) for v in self.layers)
-        return f"Parallel({_name(self.connection)}, {inner})"
+        return f"Parallel({member_name(self.connection)}, {members_repr(self.layers)})"

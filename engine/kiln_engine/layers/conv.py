@@ -27,7 +27,7 @@ from .._ops import data
 from .._tape import Tracked, record
 from ..activations import FUSABLE, identity, relu
 from ..init import glorot_uniform
-from ._base import Layer, ShapeError, check_input
+from ._base import Layer, ShapeError, check_input, member_name
 from ._window import Pad, fold, out_size, pair, parse_pad, unfold
 
 __all__ = ["Conv", "ConvTranspose", "conv", "conv_transpose"]
@@ -396,8 +396,7 @@ class _ConvBase(Layer):
         return "".join(f", {o}" for o in opts if o)
 
     def __repr__(self) -> str:
-        act = "" if self.activation is identity else \
-            f", {getattr(self.activation, '__name__', repr(self.activation))}"
+        act = "" if self.activation is identity else f", {member_name(self.activation)}"
         return (f"{type(self).__name__}({self.geometry.kernel}, {self.in_channels} => "
                 f"{self.out_channels}{act}{self._options()})")
 

@@ -12,7 +12,7 @@ from .._ops import data
 from .._tape import Tracked, record
 from ..activations import FUSABLE, identity, relu
 from ..init import glorot_uniform
-from ._base import Layer, check_input
+from ._base import Layer, check_input, member_name
 
 __all__ = ["Dense", "dense"]
 
@@ -105,7 +105,6 @@ class Dense(Layer):
         return dense(x, self.weight, self.bias, self.activation)
 
     def __repr__(self) -> str:
-        name = getattr(self.activation, "__name__", repr(self.activation))
-        act = "" if self.activation is identity else f", {name}"
+        act = "" if self.activation is identity else f", {member_name(self.activation)}"
         nob = "" if self.bias is not None else ", bias=False"
         return f"Dense({self.in_features} => {self.out_features}{act}{nob})"

@@ -19,7 +19,7 @@ from .._backend import array_module
 from .._ops import data
 from .._tape import Tracked, record
 from ..activations import FUSABLE, identity
-from ._base import Layer, ShapeError, check_input
+from ._base import Layer, ShapeError, check_input, member_name
 from .mode import ModalLayer, check_active
 
 __all__ = ["BatchNorm", "LayerNorm"]
@@ -136,7 +136,7 @@ def _check_common(layer: str, activation: Any, eps: Any) -> None:
 def _act_repr(activation: Callable) -> str:
     if activation is identity:
         return ""
-    return ", " + getattr(activation, "__name__", repr(activation))
+    return ", " + member_name(activation)
 
 
 class BatchNorm(ModalLayer):

@@ -28,7 +28,7 @@ from .._ops import astype, data
 from .._tape import Tracked, record
 from ..activations import FUSABLE, sigmoid, tanh
 from ..init import glorot_uniform
-from ._base import Layer, ShapeError, check_input
+from ._base import Layer, ShapeError, check_input, member_name
 from .dense import dense
 
 __all__ = ["GRU", "LSTM", "RNN"]
@@ -263,8 +263,7 @@ class RNN(_Recurrent):
         return _RNNCell(self.activation)
 
     def _repr_extra(self) -> str:
-        act = "" if self.activation is tanh else \
-            ", " + getattr(self.activation, "__name__", repr(self.activation))
+        act = "" if self.activation is tanh else ", " + member_name(self.activation)
         return act + super()._repr_extra()
 
 
