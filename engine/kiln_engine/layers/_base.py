@@ -7,7 +7,10 @@ from typing import Any
 from .._ops import astype, data
 from .._tree import Layers, Node
 
-__all__ = ["Layer", "ShapeError", "check_input", "member_name", "members_repr"]
+__all__ = ["MAX_RANK", "Layer", "ShapeError", "check_input", "member_name", "members_repr"]
+
+#: numpy's limit on the number of dimensions: ``range(k, MAX_RANK + 1)`` means "rank k or more".
+MAX_RANK = 64
 
 
 class ShapeError(ValueError):
@@ -37,8 +40,8 @@ class Layer(Node):
         raise NotImplementedError
 
 
-def check_input(layer: Layer, x: Any, *, ndim: int | tuple[int, ...], features: int | None,
-                axis: int, like: Any, what: str) -> Any:
+def check_input(layer: Layer, x: Any, *, ndim: int | tuple[int, ...] | range,
+                features: int | None, axis: int, like: Any, what: str) -> Any:
     """Validate ``x`` for ``layer`` and cast it to the dtype of its parameter ``like``.
 
     ``ndim`` is the allowed rank(s), ``features`` the size expected on ``axis``.

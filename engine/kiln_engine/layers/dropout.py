@@ -17,12 +17,11 @@ from .._ops import data, mul
 from .._tape import Tracked, record
 from ..activations import _SELU_ALPHA, _SELU_LAMBDA
 from ..random import default_rng
-from ._base import check_input
+from ._base import MAX_RANK, check_input
 from .mode import ModalLayer, check_active
 
 __all__ = ["AlphaDropout", "Dropout"]
 
-_MAX_RANK = 64  # numpy's limit on the number of dimensions
 
 # alpha' = -lambda * alpha is the value SELU saturates to, which AlphaDropout writes into
 # dropped units.
@@ -85,7 +84,7 @@ class Dropout(_Dropout):
 
     def __call__(self, x: Any) -> Any:
         low = 0 if self.dims is None else max(d + 1 if d >= 0 else -d for d in self.dims)
-        x = check_input(self, x, ndim=tuple(range(low, _MAX_RANK + 1)), features=None, axis=0,
+        x = check_input(self, x, ndim=range(low, MAX_RANK + 1), features=None, axis=0,
                         like=None, what=f"an array with at least {low} dimensions")
         if self.p == 0 or not self.training():
             return x
@@ -117,7 +116,7 @@ class AlphaDropout(_Dropout):
         super().__init__(p, rng=rng, active=active, allow_one=False)
 
     def __call__(self, x: Any) -> Any:
-        x = check_input(self, x, ndim=tuple(range(_MAX_RANK + 1)), features=None, axis=0,
+        x = check_input(self, x, ndim=range(MAX_RANK + 1), features=None, axis=0,
                         like=None, what="an array")
         if self.p == 0 or not self.training():
             return x

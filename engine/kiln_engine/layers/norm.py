@@ -19,13 +19,12 @@ from .._backend import array_module
 from .._ops import data
 from .._tape import Tracked, record
 from ..activations import FUSABLE, identity
-from ._base import Layer, ShapeError, check_input, member_name
+from ._base import MAX_RANK, Layer, ShapeError, check_input, member_name
 from .mode import ModalLayer, check_active
 
 __all__ = ["BatchNorm", "LayerNorm"]
 
 _UNFUSED = object()
-_MAX_RANK = 64  # numpy's limit on the number of dimensions
 
 
 def _mean_over(shape: tuple[int, ...], axes: tuple[int, ...], xp: Any) -> Callable:
@@ -243,7 +242,7 @@ class LayerNorm(Layer):
     def __call__(self, x: Any) -> Any:
         k = len(self.size)
         what = f"input (..., {', '.join(map(str, self.size))})"
-        x = check_input(self, x, ndim=tuple(range(k, _MAX_RANK + 1)), features=None, axis=0,
+        x = check_input(self, x, ndim=range(k, MAX_RANK + 1), features=None, axis=0,
                         like=None if self.weight is None else data(self.weight), what=what)
         shape = data(x).shape
         if shape[len(shape) - k:] != self.size:
