@@ -10,7 +10,7 @@ import numpy as np
 from . import _dispatch  # noqa: F401  (gives Tracked its operators)
 from ._backend import array_module
 from ._tape import Tracked, backprop, recording
-from ._trace import build_gradient, trace_model
+from ._trace import build_gradient, trace_model, track_leaf
 from ._tree import Node, children, is_array, map_arrays
 
 __all__ = ["GradientError", "gradient", "withgradient"]
@@ -36,7 +36,7 @@ def _track(arg: Any) -> tuple[Any, Callable[[], Any], Callable[[], None]]:
         leaf = Tracked(np.float64(arg))
         return leaf, lambda: None if leaf.grad is None else float(leaf.grad), _noop
     if children(arg):
-        tracked = map_arrays(lambda x: Tracked(x) if x.dtype.kind in "fc" else x, arg)
+        tracked = map_arrays(track_leaf, arg)
         return tracked, lambda: build_gradient(tracked), _noop
     return arg, _none, _noop
 

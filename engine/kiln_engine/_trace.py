@@ -21,10 +21,11 @@ from ._backend import array_module
 from ._tape import Tracked, _state
 from ._tree import Layers, Node, Tangent, children, is_array, map_arrays
 
-__all__ = ["build_gradient", "trace_model"]
+__all__ = ["build_gradient", "trace_model", "track_leaf"]
 
 
-def _leaf(x: Any) -> Any:
+def track_leaf(x: Any) -> Any:
+    """A Tracked leaf for a floating-point array; integer arrays stay constants."""
     return Tracked(x) if x.dtype.kind in "fc" else x
 
 
@@ -122,7 +123,7 @@ class _Trace:
 
     def __init__(self, model: Any) -> None:
         self.snapshot = _snapshot(model)
-        self.tracked = map_arrays(_leaf, model)
+        self.tracked = map_arrays(track_leaf, model)
         self.leaves = [t for t in _tracked_leaves(self.tracked)]
         self.build = _compile(self.tracked)
         self.busy = False
