@@ -251,6 +251,8 @@ def sum_(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     shape = xd.shape
     gshape = _grad_shape(shape, axis, keepdims)
     xp = array_module(xd)
+    if axis is None:
+        return record(out, (x,), lambda g: (fill_like(xd, g),))
     if gshape is None:
         return record(out, (x,), lambda g: (xp.broadcast_to(g, shape),))
     return record(out, (x,), lambda g: (xp.broadcast_to(g.reshape(gshape), shape),))
@@ -258,16 +260,33 @@ def sum_(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
 
 def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     xd = data(x)
-    out = xd.mean(axis=axis, keepdims=keepdims)
     if x.__class__ is not _T:
-        return out
-    shape = xd.shape
+        return xd.mean(axis=axis, keepdims=keepdims)
+    if xd.size and xd.dtype.char in "fd":
+        # A sum and a division are what ndarray.mean computes for float32/64, without
+        # the ~6 µs of Python it spends getting there: a small model is mostly overhead.
+        out = xd.sum(axis=axis, keepdims=keepdims)
+        out = out / (xd.size // max(out.size, 1))
+    else:
+        out = xd.mean(axis=axis, keepdims=keepdims)
     n = xd.size // max(out.size, 1) if xd.size else 1
+    shape = xd.shape
     gshape = _grad_shape(shape, axis, keepdims)
     xp = array_module(xd)
+    if axis is None:
+        return record(out, (x,), lambda g: (fill_like(xd, g / n),))
     if gshape is None:
         return record(out, (x,), lambda g: (xp.broadcast_to(g / n, shape),))
     return record(out, (x,), lambda g: (xp.broadcast_to(g.reshape(gshape) / n, shape),))
+
+
+def fill_like(a: Any, value: Any) -> Any:
+    """A fresh array shaped like ``a`` holding ``value``, a one-element array: the
+    gradient of a full reduction. Filling is cheaper than ``broadcast_to`` for small
+    arrays (a few µs of Python) and later steps need a real array anyway."""
+    out = array_module(a).empty(a.shape, dtype=a.dtype)
+    out.fill(value.reshape(()))
+    return out
 
 
 def _extreme(name: str) -> Any:

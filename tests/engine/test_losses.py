@@ -196,6 +196,15 @@ def test_loss_against_fd_and_torch(case, agg, torch):
     check_gradients(f, *case.args, torch_f=tf, torch=torch, wrt=case.wrt)
 
 
+@pytest.mark.parametrize("agg", ["mean", "sum"])
+def test_mse_against_a_constant_target(agg, torch):
+    """A constant target takes mse's fused one-node path (the grid tracks both sides)."""
+    target = r(4, 3)
+    kagg, tagg = AGGS[agg]
+    check_gradients(lambda a: losses.mse(a, target, agg=kagg), r(4, 3), torch=torch,
+                    torch_f=lambda a: tagg(F().mse_loss(a, torch.tensor(target), reduction="none")))
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if c.agg], ids=lambda c: c.id)
 def test_unreduced_shape(case):
     yhat, y = case.args
