@@ -9,17 +9,21 @@ settings) and a real ``kiln-server worker`` process train the job; its time is t
 checkpoints, weights and state the worker posts, the final upload). The engine alone runs
 the worker's own ``build_trainer`` and steps the same job in this process; and the
 worker's JobRun runs it against a stub of the server in this process (the worker's own
-cost, without a server competing for the cores). Rounds alternate the three and the
-overhead is the median of the per-round ratios (target: at most 3%). Two figures that a
-burst of other work on a shared machine moves less are printed beside it: the ratio of
-the best times of either side, and the CPU time of each side (this process; the worker
-and server processes, on Linux). The overhead is split into its steady part, the step
-time of the epochs after the first (each epoch row's duration against the engine's own
-epoch records), and the rest, a cost per job (start, first epoch, end), printed in ms:
-the default job (24 epochs, about 3 s here) is short for a training job, and on a
-shorter one that fixed cost is the larger part of the overhead. The benchmark looks at
-the job only once it should be done, and then every quarter second, so that its own
-requests (a few ms of server CPU each) do not compete with the worker.
+cost, without a server competing for the cores). Rounds alternate the three.
+
+The overhead (target: at most 3%) is the median over rounds of the CPU time of the
+worker and the server, from the submission's answer to the job's end, against the CPU
+time of the engine alone: on these shared machines the wall time of the same run moved
+by 20-50% from one run to the next, the CPU time of a single-threaded run by 2-3%. So
+every side runs with one BLAS thread (``--blas-threads``; OpenBLAS's spinning helper
+threads would count as CPU time, and a 64->256->10 MLP gains nothing from a second
+one). The wall-time figures are printed beside it: the median ratio, the best time over
+the best time, the steady part (the step time of the epochs after the first, each epoch
+row's duration against the engine's own epoch records) and the rest, a cost per job
+(start, first epoch, end) in ms: the default job (24 epochs, about 3 s here) is short
+for a training job, and on a shorter one that fixed cost is the larger part. The
+benchmark learns that a timed job ended from the worker's log, not by asking the server,
+so that its own requests (a few ms of server CPU each) do not count as the service's.
 
 Control latency: while a long job runs, ``adjust`` controls are posted one at a time; the
 latency of each is from the API's response to the moment the worker applied it at a step
