@@ -23,6 +23,7 @@ import pytest
 from kiln_engine.serialise import weights_from_bytes
 from kiln_server import worker as worker_main
 from kiln_server.schemas import JobCreate
+from kiln_server.worker import run as run_module
 from kiln_server.worker.client import LEASE_HEADER, WorkerClient
 from kiln_server.worker.run import JobRun
 
@@ -187,7 +188,7 @@ def _writes(server: FakeServer) -> Counter:
                    if "/jobs/" in p and m != "GET")
 
 
-def test_logs_and_checkpoints_follow_the_servers_cadence(tmp_path):
+def test_logs_and_checkpoints_follow_the_servers_cadence(tmp_path, monkeypatch):
     """Given long log and checkpoint intervals, a job of short epochs sends its steps and
     epoch rows with its finish, in one request, and no checkpoint (it would be cheaper to
     train again); yet every step and epoch arrives, once."""
@@ -199,13 +200,35 @@ def test_logs_and_checkpoints_follow_the_servers_cadence(tmp_path):
     assert [e["epoch"] for e in server.epochs] == list(range(1, EPOCHS + 1))
     assert server.weights is not None  # the final weights, whatever the cadence
 
-    every_step = FakeServer()  # the defaults of _run: a post per step, a checkpoint per epoch
+    # The defaults of _run: a post per step, a checkpoint per epoch. A sender that falls
+    # behind skips a checkpoint that a newer one supersedes (the next test); here none
+    # may be skipped, however slow the machine.
+    monkeypatch.setattr(run_module, "SUPERSEDED_EVERY_S", 0.0)
+    every_step = FakeServer()
     assert _run(every_step, tmp_path) == "succeeded"
     writes = _writes(every_step)
     assert (writes["steps"], writes["checkpoint"]) == (EPOCHS * STEPS_PER_EPOCH, EPOCHS), writes
     # The state tree goes up when it changes (here: never after the start), not with
     # every checkpoint.
     assert writes["state"] == 1, writes
+
+
+def test_a_lagging_sender_skips_superseded_checkpoints():
+    """Behind training, the sender posts every log but only the newest of checkpoints
+    queued within SUPERSEDED_EVERY_S of the last one posted, in the order queued."""
+    sender = run_module._Sender(threading.Event())
+    gate, posted = threading.Event(), []
+    sender.put(lambda: (gate.wait(5), posted.append("log0")))  # holds the sender back
+    sender.put(lambda: posted.append("ckpt0"), key="checkpoint")
+    sender.put(lambda: posted.append("ckpt1"), key="checkpoint")
+    sender.put(lambda: posted.append("log1"))
+    sender.put(lambda: posted.append("ckpt2"), key="checkpoint")
+    sender.start()
+    gate.set()
+    assert sender.drain()
+    sender.close()
+    # ckpt0: none of its kind posted yet; ckpt1: superseded by ckpt2, ckpt0 just posted.
+    assert posted == ["log0", "ckpt0", "log1", "ckpt2"]
 
 
 def test_the_controls_long_poll_delivers_without_heartbeats(tmp_path):
