@@ -233,15 +233,15 @@ def test_a_lagging_sender_skips_superseded_checkpoints():
 
 def test_the_controls_long_poll_delivers_without_heartbeats(tmp_path):
     """The heartbeats bring no control. The long-poll brings an adjust at once, and a
-    cancel once the adjust's result is in: the worker applies the one at a step and
-    stops at the other, long before the job's 400 epochs are done."""
+    cancel once the adjust's result and an epoch row are in: the worker applies the one
+    at a step and stops at the other, long before the job's 400 epochs are done."""
     def poll(after: int) -> dict | None:
         if after == 0:
             return {"seq": 1, "action": "continue",
                     "controls": [_control(1, "adjust", "layers.enc", {"eta": 0.5})]}
         if after == 1:
             deadline = time.monotonic() + 30
-            while not server.results and time.monotonic() < deadline:
+            while not (server.results and server.epochs) and time.monotonic() < deadline:
                 time.sleep(0.01)
             return {"seq": 2, "action": "cancel", "controls": []}
         return None

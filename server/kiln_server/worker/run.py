@@ -413,20 +413,15 @@ class JobRun:
 
     # ------------------------------------------------------------------ the loop
 
-    def _done(self) -> bool:
-        trainer = self.trainer
-        if trainer.stopped is not None:
-            return True
-        per_epoch = len(trainer.loader)
-        return trainer.steps % per_epoch == 0 and trainer.steps // per_epoch >= \
-            int(self.spec["epochs"])
-
     def _train(self) -> str:
         """Step until the job ends; the status it ended with ('' for a shutdown)."""
         self.trainer = trainer = self._build()
         self.epoch, self.step = trainer.epoch, trainer.steps
         replays = self._replays()
+        last_step = len(trainer.loader) * int(self.spec["epochs"])
         self.logged_at = self.checkpointed_at = time.monotonic()
+        # The loop runs once a step: what it does besides trainer.step() is kept to a few
+        # attribute checks (a step of a small model is a few hundred µs).
         while True:
             # The step boundary: every decision is taken here, between two updates.
             if self.lost.is_set():
@@ -438,13 +433,15 @@ class JobRun:
             if self.action == "pause" or self.shutdown.is_set():
                 self._checkpoint()
                 return "paused" if self.action == "pause" else ""
-            if self._done():  # the kept logs go with the finish
+            if trainer.stopped is not None or trainer.steps >= last_step:
+                # the kept logs go with the finish
                 weights = weights_to_bytes(trainer.model)
                 self._write(self.client.put_blob, "weights", weights, trainer.epoch,
                             trainer.steps, key="weights")
                 self._post_state()  # a schedule may have moved it
                 return "succeeded"
-            self._take_controls(replays)
+            if self.inbox or replays:
+                self._take_controls(replays)
             record = trainer.step()
             self.epoch, self.step = record.epoch, record.step
             if not self.losses:
