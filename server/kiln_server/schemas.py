@@ -28,13 +28,13 @@ __all__ = [
     "DatasetsPublic",
     "EpochIn",
     "EpochPublic",
-    "EpochsIn",
     "Finish",
     "Heartbeat",
     "HeartbeatReply",
     "JobCreate",
     "JobPublic",
     "JobsPublic",
+    "LogsIn",
     "StateReport",
     "StepsIn",
     "StepsPublic",
@@ -283,9 +283,19 @@ class EpochIn(_In):
     duration_s: float | None = None
 
 
-class EpochsIn(_In):
-    epochs: list[EpochIn] = Field(min_length=1)
-    step: int = Field(ge=0, description="the global step at the end of the last epoch")
+class LogsIn(_In):
+    """What a worker logged since its last post: step losses, epoch rows, or both (one
+    request a ``log_interval_s``, not one of each)."""
+
+    steps: StepsIn | None = Field(None, description="a batch of step losses")
+    epochs: list[EpochIn] = Field(default_factory=list, description="epoch rows")
+    step: int = Field(0, ge=0, description="the global step at the end of the last epoch row")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> LogsIn:
+        if self.steps is None and not self.epochs:
+            raise ValueError("a log post needs steps, epochs or both")
+        return self
 
 
 class ControlResult(_In):
@@ -312,6 +322,6 @@ class Finish(_In):
     step: int = Field(ge=0)
     error: str | None = Field(None, max_length=100_000)
     steps: StepsIn | None = Field(
-        None, description="the last step losses, stored as by POST …/steps (saves a request)")
+        None, description="the last step losses, stored as by POST …/logs (saves a request)")
     epochs: list[EpochIn] = Field(
-        default_factory=list, description="the last epoch rows, stored as by POST …/epochs")
+        default_factory=list, description="the last epoch rows, stored as by POST …/logs")

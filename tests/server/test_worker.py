@@ -58,10 +58,11 @@ def _control(seq: int, kind: str, path: str, hyper: dict | None = None, *,
 
 
 class FakeServer:
-    """The worker API, scripted: records every request; ``lose_after(path)`` says when the
-    lease is gone (every lease-carrying request is then a 409). The controls long-poll
-    answers ``poll(after)`` when that gives a reply; otherwise it waits, as the real one
-    does with nothing new, until the job is finished or lost (409) or its time is up."""
+    """The worker API, scripted: records every request; ``lose_after`` (the last part of a
+    path, or "epochs") says after which request the lease is gone (every lease-carrying
+    request is then a 409). The controls long-poll answers ``poll(after)`` when that gives
+    a reply; otherwise it waits, as the real one does with nothing new, until the job is
+    finished or lost (409) or its time is up."""
 
     def __init__(self, lose_after: str | None = None,
                  poll: Callable[[int], dict | None] | None = None) -> None:
@@ -120,10 +121,8 @@ class FakeServer:
         if kind == "finish":  # it may bring the last logs
             self.finish = {k: body[k] for k in ("status", "epoch", "step", "error")}
             self._store(body["steps"], body["epochs"])
-        elif kind == "steps":
-            self._store(body, [])
-        elif kind == "epochs":
-            self._store(None, body["epochs"])
+        elif kind == "logs":
+            self._store(body["steps"], body["epochs"])
         elif kind == "controls":
             self.results += body["results"]
         elif kind == "checkpoint":
@@ -132,7 +131,9 @@ class FakeServer:
             self.checkpoints[int(request.url.params["epoch"])] = sha
         elif kind == "weights":
             self.weights = request.content
-        if self.lose_after == kind:
+        # "epochs": the first post that carries an epoch row
+        if self.lose_after is not None and self.lose_after in (
+                kind, "epochs" if kind == "logs" and body["epochs"] else kind):
             self.lost = True
         return httpx.Response(204)
 
@@ -195,7 +196,7 @@ def test_logs_and_checkpoints_follow_the_servers_cadence(tmp_path, monkeypatch):
     server = FakeServer()
     assert _run(server, tmp_path, log_s=60.0, checkpoint_s=60.0) == "succeeded"
     writes = _writes(server)
-    assert (writes["steps"], writes["epochs"], writes["checkpoint"]) == (0, 0, 0), writes
+    assert (writes["logs"], writes["checkpoint"]) == (0, 0), writes
     assert sorted(server.steps) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
     assert [e["epoch"] for e in server.epochs] == list(range(1, EPOCHS + 1))
     assert server.weights is not None  # the final weights, whatever the cadence
@@ -207,7 +208,7 @@ def test_logs_and_checkpoints_follow_the_servers_cadence(tmp_path, monkeypatch):
     every_step = FakeServer()
     assert _run(every_step, tmp_path) == "succeeded"
     writes = _writes(every_step)
-    assert (writes["steps"], writes["checkpoint"]) == (EPOCHS * STEPS_PER_EPOCH, EPOCHS), writes
+    assert (writes["logs"], writes["checkpoint"]) == (EPOCHS * STEPS_PER_EPOCH, EPOCHS), writes
     # The state tree goes up when it changes (here: never after the start), not with
     # every checkpoint.
     assert writes["state"] == 1, writes

@@ -194,17 +194,17 @@ def test_controls_long_poll_sees_a_control_posted_to_another_replica(user, worke
 
 def test_logs_are_idempotent_and_downsampled(user, worker, claimed):
     job_id, lease, _, _ = claimed
-    post = lambda path, body: worker.post(f"/v1/worker/jobs/{job_id}/{path}", json=body,
-                                          headers=lease)
+    post = lambda body: worker.post(f"/v1/worker/jobs/{job_id}/logs", json=body,
+                                    headers=lease)
     for _ in range(2):  # a resumed worker reposts: rows are replaced, never doubled
-        assert post("steps", {"epoch": 1, "first_step": 1,
-                              "losses": [float(i) for i in range(100)]}).status_code == 204
-        assert post("steps", {"epoch": 2, "first_step": 101,
-                              "losses": [None] + [1.0] * 99}).status_code == 204
-        assert post("epochs", {"step": 200, "epochs": [
+        assert post({"steps": {"epoch": 1, "first_step": 1,
+                               "losses": [float(i) for i in range(100)]}}).status_code == 204
+        assert post({"steps": {"epoch": 2, "first_step": 101,
+                               "losses": [None] + [1.0] * 99}, "step": 200, "epochs": [
             {"epoch": 1, "train_loss": 2.0, "learning_rates": {"": 0.001}},
             {"epoch": 2, "train_loss": 1.0, "frozen": ["layers.enc"], "skipped_steps": 1,
              "metrics": {"val_accuracy": 0.5}}]}).status_code == 204
+    assert post({"step": 200}).status_code == 422  # neither steps nor epochs
     epochs = user.get(f"/v1/jobs/{job_id}/epochs").json()
     assert [(e["epoch"], e["train_loss"], e["frozen"]) for e in epochs] == \
         [(1, 2.0, []), (2, 1.0, ["layers.enc"])]
@@ -223,9 +223,9 @@ def test_a_step_batch_replaces_the_batches_from_its_first_step_on(user, worker, 
     """A worker resuming from a checkpoint at step 50 posts again from step 51, in
     batches of its own: what the last holder posted after step 50 goes, once each."""
     job_id, lease, _, _ = claimed
-    post = lambda first, losses: worker.post(f"/v1/worker/jobs/{job_id}/steps", headers=lease,
-                                             json={"epoch": 1, "first_step": first,
-                                                   "losses": losses})
+    post = lambda first, losses: worker.post(f"/v1/worker/jobs/{job_id}/logs", headers=lease,
+                                             json={"steps": {"epoch": 1, "first_step": first,
+                                                             "losses": losses}})
     assert post(1, [1.0] * 50).status_code == 204
     assert post(51, [2.0] * 30).status_code == 204
     assert post(81, [3.0] * 40).status_code == 204
@@ -278,14 +278,14 @@ def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, m
     again = _drain(second, _register(second), until=job_id)
     assert (again["job_id"], again["attempt"]) == (job_id, 2)
     fresh = {"Kiln-Lease": again["lease_token"]}
-    assert second.post(f"/v1/worker/jobs/{job_id}/epochs", headers=fresh, json={
+    assert second.post(f"/v1/worker/jobs/{job_id}/logs", headers=fresh, json={
         "step": 28, "epochs": [{"epoch": 1, "train_loss": 0.5}]}).status_code == 204
 
     writes = [
         ("post", "heartbeat", {"json": {"epoch": 9, "step": 99}}),
         ("get", "controls", {"params": {"after": 0, "wait_s": 5}}),
-        ("post", "steps", {"json": {"epoch": 1, "first_step": 1, "losses": [9.0]}}),
-        ("post", "epochs", {"json": {"step": 99, "epochs": [{"epoch": 1, "train_loss": 9.0}]}}),
+        ("post", "logs", {"json": {"steps": {"epoch": 1, "first_step": 1, "losses": [9.0]},
+                                   "step": 99, "epochs": [{"epoch": 1, "train_loss": 9.0}]}}),
         ("put", "checkpoint", {"content": b"stale", "params": {"epoch": 9, "step": 99}}),
         ("put", "weights", {"content": b"stale"}),
         ("put", "state", {"json": {"tree": {"stale": True}}}),
@@ -340,12 +340,12 @@ def test_http_claim_race_gives_each_job_to_one_worker(user, dataset_id, make_cli
 
 def test_events_stream_until_the_job_finishes(user, worker, claimed):
     job_id, lease, _, _ = claimed
-    worker.post(f"/v1/worker/jobs/{job_id}/steps", headers=lease,
-                json={"epoch": 1, "first_step": 1, "losses": [1.0, 2.0]})
+    worker.post(f"/v1/worker/jobs/{job_id}/logs", headers=lease,
+                json={"steps": {"epoch": 1, "first_step": 1, "losses": [1.0, 2.0]}})
 
     def finish_soon() -> None:
         time.sleep(0.5)
-        worker.post(f"/v1/worker/jobs/{job_id}/epochs", headers=lease,
+        worker.post(f"/v1/worker/jobs/{job_id}/logs", headers=lease,
                     json={"step": 2, "epochs": [{"epoch": 1, "train_loss": 1.5}]})
         worker.post(f"/v1/worker/jobs/{job_id}/finish", headers=lease,
                     json={"status": "succeeded", "epoch": 1, "step": 2})

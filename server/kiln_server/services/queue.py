@@ -42,9 +42,9 @@ from ..models import (
 from ..schemas import (
     ControlResults,
     EpochIn,
-    EpochsIn,
     Finish,
     Heartbeat,
+    LogsIn,
     StepsIn,
     WorkerRegister,
 )
@@ -57,8 +57,7 @@ __all__ = [
     "controls_after",
     "finish",
     "heartbeat",
-    "post_epochs",
-    "post_steps",
+    "post_logs",
     "put_blob",
     "put_state",
     "reap",
@@ -193,15 +192,22 @@ def controls_after(session: Session, job_id: str, lease: str, after: int
     return job.requested or "continue", pending, rows[-1].seq if rows else after
 
 
-def post_steps(session: Session, job_id: str, lease: str, body: StepsIn) -> None:
-    """Store a batch of step losses, replacing every stored batch from its first step on.
+def post_logs(session: Session, job_id: str, lease: str, body: LogsIn) -> None:
+    """Store a batch of step losses and epoch rows.
 
-    A worker that resumes a job from a checkpoint posts again, from the step after it,
-    what the job's last holder posted, though not in the same batches (workers post on a
-    timer); batches always end at a checkpoint (the worker posts its steps before the
+    A step batch replaces every stored batch from its first step on. A worker that
+    resumes a job from a checkpoint posts again, from the step after it, what the job's
+    last holder posted, though not in the same batches (workers post on a timer);
+    batches always end at a checkpoint (the worker posts its steps before the
     checkpoint), so dropping what starts at or after the new batch leaves each step once.
+    An epoch row posted again overwrites its row, never doubles it.
     """
-    _store_steps(session, _leased(session, job_id, lease), body)
+    job = _leased(session, job_id, lease)
+    if body.steps is not None:
+        _store_steps(session, job, body.steps)
+    if body.epochs:
+        _store_epochs(session, job, body.epochs)
+        job.step = max(job.step, body.step)
 
 
 def _store_steps(session: Session, job: Job, body: StepsIn) -> None:
@@ -210,13 +216,6 @@ def _store_steps(session: Session, job: Job, body: StepsIn) -> None:
     session.add(StepBatch(job_id=job.id, epoch=body.epoch, first_step=body.first_step,
                           losses=body.losses))
     job.step = max(job.step, body.first_step + len(body.losses) - 1)
-
-
-def post_epochs(session: Session, job_id: str, lease: str, body: EpochsIn) -> None:
-    """Store epoch rows, one per (job, epoch): a reposted epoch overwrites, never doubles."""
-    job = _leased(session, job_id, lease)
-    _store_epochs(session, job, body.epochs)
-    job.step = max(job.step, body.step)
 
 
 def _store_epochs(session: Session, job: Job, rows: list[EpochIn]) -> None:

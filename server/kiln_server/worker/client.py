@@ -165,16 +165,12 @@ class WorkerClient:
                              params={"after": after, "wait_s": wait_s}, retry_for_s=0,
                              timeout=wait_s + REQUEST_TIMEOUT_S).json()
 
-    def post_steps(self, job_id: str, lease: str, epoch: int, first_step: int,
-                   losses: list[float | None]) -> None:
-        self._request("POST", f"/jobs/{job_id}/steps", lease=lease,
-                      json={"epoch": epoch, "first_step": first_step, "losses": losses})
-
-    def post_epochs(self, job_id: str, lease: str, rows: list[dict[str, Any]], step: int
-                    ) -> None:
-        """Epoch rows; ``step``: the global step at the end of the last."""
-        self._request("POST", f"/jobs/{job_id}/epochs", lease=lease,
-                      json={"epochs": rows, "step": step})
+    def post_logs(self, job_id: str, lease: str, steps: dict[str, Any] | None,
+                  epochs: list[dict[str, Any]], step: int) -> None:
+        """A batch of step losses (a StepsIn, or None) and epoch rows, in one request;
+        ``step``: the global step at the end of the last row."""
+        self._request("POST", f"/jobs/{job_id}/logs", lease=lease,
+                      json={"steps": steps, "epochs": epochs, "step": step})
 
     def post_control_results(self, job_id: str, lease: str, results: list[dict[str, Any]]
                              ) -> None:

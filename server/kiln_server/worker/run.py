@@ -371,22 +371,19 @@ class JobRun:
         return steps, rows
 
     def _flush_logs(self) -> None:
-        """Queue the kept step losses (one post) and then the kept epoch rows (one post);
-        the first time, the state tree too (not at the start: a job's first moments are
-        spent training, not posting)."""
+        """Queue the kept step losses and epoch rows (one post); the first time, the
+        state tree too (not at the start: a job's first moments are spent training, not
+        posting)."""
         if self.state_posted is None:
             self._post_state()
         steps, rows = self._take_logs()
-        if steps is not None:
-            self._write(self.client.post_steps, steps["epoch"], steps["first_step"],
-                        steps["losses"])
-        if rows:
-            self._write(self.client.post_epochs, rows, self.rows_step)
+        if steps is not None or rows:
+            self._write(self.client.post_logs, steps, rows, self.rows_step)
         self.logged_at = time.monotonic()
 
     def _checkpoint(self) -> None:
         """Queue the logs so far, then the checkpoint, the weights and the state tree as
-        they are now (a checkpoint always ends a step batch: see queue.post_steps)."""
+        they are now (a checkpoint always ends a step batch: see queue.post_logs)."""
         self._flush_logs()
         self.checkpointed_at = time.monotonic()
         trainer = self.trainer

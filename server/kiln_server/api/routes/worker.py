@@ -8,8 +8,7 @@ Contract (all bodies JSON unless said; ``Authorization: Bearer <worker token>``)
     --- every call below carries the claim's lease:  Kiln-Lease: <lease_token> ---
     POST /v1/worker/jobs/{id}/heartbeat  {epoch, step}          -> HeartbeatReply
     GET  /v1/worker/jobs/{id}/controls?after=SEQ&wait_s=S       -> ControlsReply (long-poll)
-    POST /v1/worker/jobs/{id}/steps      {epoch, first_step, losses}      -> 204
-    POST /v1/worker/jobs/{id}/epochs     {epochs: [EpochIn], step}        -> 204
+    POST /v1/worker/jobs/{id}/logs       {steps: StepsIn, epochs: [EpochIn], step} -> 204
     POST /v1/worker/jobs/{id}/controls   {results: [{seq, status, epoch, step, reason}]} -> 204
     PUT  /v1/worker/jobs/{id}/checkpoint?epoch=&step=  raw bytes (opaque)  -> 204
     PUT  /v1/worker/jobs/{id}/weights    raw bytes (safetensors)            -> 204
@@ -44,9 +43,10 @@ The worker's loop:
   **hyper)``, ``freeze(opt_state[path])``, ``thaw(opt_state[path])`` (``path`` '' is the
   whole state); report ``applied`` with the epoch and the first step trained under the
   change, or ``rejected`` with the reason.
-- **Steps** and **epochs** are posted every ``log_interval_s`` (global steps count from 1;
-  several epoch rows in one post), each epoch row with the learning rate per subtree and
-  the frozen paths in force. A step batch replaces every stored batch from its
+- **Steps** and **epochs** are posted together every ``log_interval_s`` (global steps
+  count from 1; a batch of step losses and the epoch rows that ended since, with
+  ``step`` the global step at the end of the last row), each epoch row with the learning
+  rate per subtree and the frozen paths in force. A step batch replaces every stored batch from its
   ``first_step`` on, and an epoch posted again replaces its row: a job resumed from a
   checkpoint posts again what its last holder posted after it, and no row is doubled
   (post the steps up to a checkpoint before the checkpoint itself).
@@ -83,12 +83,11 @@ from ...schemas import (
     ControlResults,
     ControlsReply,
     DatasetPublic,
-    EpochsIn,
     Finish,
     Heartbeat,
     HeartbeatReply,
+    LogsIn,
     StateReport,
-    StepsIn,
     WorkerPublic,
     WorkerRegister,
 )
@@ -177,18 +176,11 @@ async def wait_controls(job_id: str, request: Request, lease: Lease, token: Curr
             await asyncio.wait_for(bell.wait(), min(left, settings.controls_recheck_s))
 
 
-@router.post("/jobs/{job_id}/steps", status_code=204, responses=_LEASE)
-def post_steps(job_id: str, body: StepsIn, lease: Lease, session: SessionDep,
-               token: CurrentWorkerToken) -> None:
-    """Store a batch of per-step losses (idempotent on first_step)."""
-    queue.post_steps(session, job_id, lease, body)
-
-
-@router.post("/jobs/{job_id}/epochs", status_code=204, responses=_LEASE)
-def post_epochs(job_id: str, body: EpochsIn, lease: Lease, session: SessionDep,
-                token: CurrentWorkerToken) -> None:
-    """Store epoch rows (idempotent on the epoch number)."""
-    queue.post_epochs(session, job_id, lease, body)
+@router.post("/jobs/{job_id}/logs", status_code=204, responses=_LEASE)
+def post_logs(job_id: str, body: LogsIn, lease: Lease, session: SessionDep,
+              token: CurrentWorkerToken) -> None:
+    """Store step losses (idempotent on first_step) and epoch rows (on the epoch number)."""
+    queue.post_logs(session, job_id, lease, body)
 
 
 @router.post("/jobs/{job_id}/controls", status_code=204, responses=_LEASE)
