@@ -248,36 +248,31 @@ def sum_(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     out = xd.sum(axis=axis, keepdims=keepdims)
     if x.__class__ is not _T:
         return out
-    shape = xd.shape
-    gshape = _grad_shape(shape, axis, keepdims)
-    xp = array_module(xd)
-    if axis is None:
-        return record(out, (x,), lambda g: (fill_like(xd, g),))
-    if gshape is None:
-        return record(out, (x,), lambda g: (xp.broadcast_to(g, shape),))
-    return record(out, (x,), lambda g: (xp.broadcast_to(g.reshape(gshape), shape),))
+    return record(out, (x,), _spread_back(xd, axis, keepdims, 1))
 
 
 def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     xd = data(x)
     if x.__class__ is not _T:
         return xd.mean(axis=axis, keepdims=keepdims)
-    if xd.size and xd.dtype.char in "fd":
-        # A sum and a division are what ndarray.mean computes for float32/64, without
-        # the ~6 µs of Python it spends getting there: a small model is mostly overhead.
-        out = xd.sum(axis=axis, keepdims=keepdims)
-        out = out / (xd.size // max(out.size, 1))
-    else:
-        out = xd.mean(axis=axis, keepdims=keepdims)
+    # A sum and a division are what ndarray.mean computes for float32/64, without the
+    # ~6 µs of Python it spends getting there: a small model is mostly overhead.
+    fast = xd.size and xd.dtype.char in "fd"
+    out = xd.sum(axis=axis, keepdims=keepdims) if fast else xd.mean(axis=axis, keepdims=keepdims)
     n = xd.size // max(out.size, 1) if xd.size else 1
-    shape = xd.shape
-    gshape = _grad_shape(shape, axis, keepdims)
-    xp = array_module(xd)
+    if fast:
+        out = out / n
+    return record(out, (x,), _spread_back(xd, axis, keepdims, n))
+
+
+def _spread_back(xd: Any, axis: Any, keepdims: bool, n: int) -> Any:
+    """The vjp of a sum (``n`` 1) or a mean (``n`` elements an output) of ``xd`` over
+    ``axis``: the gradient, divided by ``n``, spread back over ``xd``'s shape."""
     if axis is None:
-        return record(out, (x,), lambda g: (fill_like(xd, g / n),))
-    if gshape is None:
-        return record(out, (x,), lambda g: (xp.broadcast_to(g / n, shape),))
-    return record(out, (x,), lambda g: (xp.broadcast_to(g.reshape(gshape) / n, shape),))
+        return lambda g: (fill_like(xd, g if n == 1 else g / n),)
+    xp = array_module(xd)
+    return lambda g: (xp.broadcast_to(_expand_back(g if n == 1 else g / n, xd.shape, axis,
+                                                   keepdims), xd.shape),)
 
 
 def fill_like(a: Any, value: Any) -> Any:
