@@ -131,9 +131,8 @@ class FakeServer:
             self.checkpoints[int(request.url.params["epoch"])] = sha
         elif kind == "weights":
             self.weights = request.content
-        # "epochs": the first post that carries an epoch row
-        if self.lose_after is not None and self.lose_after in (
-                kind, "epochs" if kind == "logs" and body["epochs"] else kind):
+        carries_epochs = kind == "logs" and body["epochs"]
+        if self.lose_after == kind or (self.lose_after == "epochs" and carries_epochs):
             self.lost = True
         return httpx.Response(204)
 

@@ -203,11 +203,18 @@ def post_logs(session: Session, job_id: str, lease: str, body: LogsIn) -> None:
     An epoch row posted again overwrites its row, never doubles it.
     """
     job = _leased(session, job_id, lease)
-    if body.steps is not None:
-        _store_steps(session, job, body.steps)
+    _store_logs(session, job, body.steps, body.epochs)
     if body.epochs:
-        _store_epochs(session, job, body.epochs)
         job.step = max(job.step, body.step)
+
+
+def _store_logs(session: Session, job: Job, steps: StepsIn | None, epochs: list[EpochIn]
+                ) -> None:
+    """What a log post or a finish brings: a step batch and epoch rows, either optional."""
+    if steps is not None:
+        _store_steps(session, job, steps)
+    if epochs:
+        _store_epochs(session, job, epochs)
 
 
 def _store_steps(session: Session, job: Job, body: StepsIn) -> None:
@@ -274,10 +281,7 @@ def finish(session: Session, job_id: str, lease: str, body: Finish) -> Job:
     """End the worker's hold on a job: finished, failed, cancelled, or paused (to resume),
     with the last step losses and epoch rows if it sends them."""
     job = _leased(session, job_id, lease)
-    if body.steps is not None:
-        _store_steps(session, job, body.steps)
-    if body.epochs:
-        _store_epochs(session, job, body.epochs)
+    _store_logs(session, job, body.steps, body.epochs)
     now = utcnow()
     job.status = JobStatus(body.status)
     job.epoch, job.step = body.epoch, body.step

@@ -46,10 +46,10 @@ The worker's loop:
 - **Steps** and **epochs** are posted together every ``log_interval_s`` (global steps
   count from 1; a batch of step losses and the epoch rows that ended since, with
   ``step`` the global step at the end of the last row), each epoch row with the learning
-  rate per subtree and the frozen paths in force. A step batch replaces every stored batch from its
-  ``first_step`` on, and an epoch posted again replaces its row: a job resumed from a
-  checkpoint posts again what its last holder posted after it, and no row is doubled
-  (post the steps up to a checkpoint before the checkpoint itself).
+  rate per subtree and the frozen paths in force. A step batch replaces every stored
+  batch from its ``first_step`` on, and an epoch posted again replaces its row: a job
+  resumed from a checkpoint posts again what its last holder posted after it, and no row
+  is doubled (post the steps up to a checkpoint before the checkpoint itself).
 - **Checkpoint** at the end of an epoch once the last one (or the start) is
   ``checkpoint_interval_s`` old, and before pausing, with the weights (safetensors,
   served to users at /v1/jobs/{id}/weights) and the state tree (per path: rule,
