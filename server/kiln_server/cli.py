@@ -3,7 +3,7 @@
     kiln-server serve [--host H] [--port P] [--data-dir D] [--database-url URL] [--workers N]
     kiln-server migrate [--data-dir D] [--database-url URL]
     kiln-server token create --user NAME [--worker]
-    kiln-server worker --url URL --token TOKEN [--device cpu|cuda:N]
+    kiln-server worker --url URL --token TOKEN [--device cpu|cuda:N] [--dataset-memory-mb MB]
 """
 
 from __future__ import annotations
@@ -86,7 +86,16 @@ def _worker(args: argparse.Namespace) -> int:
     if not token:
         print("kiln-server worker: give --token or set KILN_WORKER_TOKEN", file=sys.stderr)
         return 2
-    return worker.main(url=args.url, token=token, device=args.device) or 0
+    memory = args.dataset_memory_mb
+    if memory is None:
+        memory = os.environ.get("KILN_WORKER_DATASET_MEMORY_MB",
+                                str(worker.DEFAULT_MEMORY_MB))
+    if not str(memory).isdigit():
+        print(f"kiln-server worker: --dataset-memory-mb (or KILN_WORKER_DATASET_MEMORY_MB) "
+              f"must be a whole number of MB >= 0; got {memory!r}", file=sys.stderr)
+        return 2
+    return worker.main(url=args.url, token=token, device=args.device,
+                       dataset_memory_mb=int(memory)) or 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     work.add_argument("--url", required=True)
     work.add_argument("--token", help="a worker token (or KILN_WORKER_TOKEN)")
     work.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    work.add_argument("--dataset-memory-mb", metavar="MB",
+                      help="loaded datasets kept in memory for later jobs (default "
+                      "KILN_WORKER_DATASET_MEMORY_MB or 1024; 0 keeps none)")
     work.set_defaults(run=_worker)
     return p
 

@@ -1,7 +1,9 @@
-"""``kiln-server migrate`` and ``kiln-server token create`` on a fresh data directory."""
+"""``kiln-server migrate``, ``kiln-server token create`` on a fresh data directory, and
+the worker's refusal of bad settings."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -27,3 +29,15 @@ def test_migrate_then_token_create(tmp_path):
         assert (user.name, token.worker) == ("alice", False)
         assert auth.authenticate(s, worker_token)[1].worker is True
         assert auth.authenticate(s, "kiln_not-a-token") is None
+
+
+def test_worker_refuses_a_bad_dataset_memory_bound_naming_it():
+    for args, env in ((["--dataset-memory-mb", "-5"], {}),
+                      ([], {"KILN_WORKER_DATASET_MEMORY_MB": "lots"})):
+        out = subprocess.run([sys.executable, "-m", "kiln_server", "worker", "--url",
+                              "http://127.0.0.1:9", "--token", "t", *args],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, **env})
+        assert out.returncode == 2
+        assert "--dataset-memory-mb" in out.stderr and "KILN_WORKER_DATASET_MEMORY_MB" in \
+            out.stderr and "Traceback" not in out.stderr

@@ -25,6 +25,7 @@ from kiln_server import worker as worker_main
 from kiln_server.schemas import JobCreate
 from kiln_server.worker import run as run_module
 from kiln_server.worker.client import LEASE_HEADER, WorkerClient
+from kiln_server.worker.datasets import LoadedDatasets
 from kiln_server.worker.run import JobRun
 
 LEASE = "lease-1"
@@ -142,7 +143,8 @@ def _later() -> str:
 
 
 def _run(server: FakeServer, tmp_path, *, controls=(), checkpoint: int | None = None,
-         epochs: int = EPOCHS, log_s: float = 0.0, checkpoint_s: float = 0.0) -> str:
+         epochs: int = EPOCHS, log_s: float = 0.0, checkpoint_s: float = 0.0,
+         datasets: LoadedDatasets | None = None) -> str:
     """Run the job against ``server``; by default logs go out at every step and a
     checkpoint at every epoch's end."""
     claim = {"job_id": "j1", "lease_token": LEASE, "lease_expires_at": _later(),
@@ -157,7 +159,7 @@ def _run(server: FakeServer, tmp_path, *, controls=(), checkpoint: int | None = 
                           retry_for_s=1.0)
     try:
         return JobRun(client, claim, device="cpu", cache=tmp_path / "cache",
-                      shutdown=threading.Event()).run()
+                      shutdown=threading.Event(), datasets=datasets).run()
     finally:
         client.close()
 
@@ -181,6 +183,21 @@ def test_controls_are_applied_at_a_step_or_rejected_with_the_reason(tmp_path):
     # the final weights went up before the finish
     writes = [p.rsplit("/", 1)[1] for m, p, _ in server.requests if "/jobs/" in p and m != "GET"]
     assert writes[-2:] == ["weights", "finish"]
+
+
+def test_a_kept_dataset_serves_the_next_job_without_loading_it_again(tmp_path, monkeypatch):
+    """The second job on the same data reads neither the server nor the blob cache, and
+    trains to the same weights as the first (the kept arrays are the same data)."""
+    kept = LoadedDatasets(1 << 20)
+    first, second = FakeServer(), FakeServer()
+    assert _run(first, tmp_path, datasets=kept) == "succeeded"
+    assert DATA_SHA in kept
+    (blob,) = (tmp_path / "cache").rglob(DATA_SHA)
+    blob.unlink()  # a second load would have to fetch it again
+    assert _run(second, tmp_path, datasets=kept) == "succeeded"
+    assert not [p for _, p, _ in second.requests if "/blobs/" in p]
+    assert not list((tmp_path / "cache").rglob(DATA_SHA))
+    assert second.weights == first.weights
 
 
 def _writes(server: FakeServer) -> Counter:

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from .client import LeaseLostError, ServerUnreachableError, WorkerAPIError, WorkerClient
+from .datasets import DEFAULT_MEMORY_MB, LoadedDatasets
 from .run import JobRun
 
-__all__ = ["CLAIM_POLL_BACKOFF", "CLAIM_POLL_FIRST_S", "CLAIM_POLL_MAX_S", "claim_loop",
-           "describe_device", "main"]
+__all__ = ["CLAIM_POLL_BACKOFF", "CLAIM_POLL_FIRST_S", "CLAIM_POLL_MAX_S", "DEFAULT_MEMORY_MB",
+           "claim_loop", "describe_device", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +78,14 @@ def claim_loop(client: WorkerClient, worker_id: str, shutdown: threading.Event,
 
 
 def main(url: str, token: str, device: str = "cpu", *, cache: Path | None = None,
-         name: str | None = None) -> int:
-    """Run the worker until SIGTERM / SIGINT; the process's exit status."""
+         name: str | None = None, dataset_memory_mb: int = DEFAULT_MEMORY_MB) -> int:
+    """Run the worker until SIGTERM / SIGINT; the process's exit status. It keeps up to
+    ``dataset_memory_mb`` of loaded datasets in memory for the jobs that follow."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the log
     device = "cuda:0" if device == "cuda" else device
     described = describe_device(device)
     cache = cache or Path(os.environ.get("KILN_WORKER_CACHE", DEFAULT_CACHE))
+    datasets = LoadedDatasets(dataset_memory_mb << 20)
     shutdown = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: shutdown.set())
@@ -91,7 +94,8 @@ def main(url: str, token: str, device: str = "cpu", *, cache: Path | None = None
         worker_id = client.register(name or f"{socket.gethostname()}:{os.getpid()}", described)
         logger.info("worker %s registered at %s with %s", worker_id, url, described)
         claim_loop(client, worker_id, shutdown, lambda claim: JobRun(
-            client, claim, device=device, cache=cache, shutdown=shutdown).run())
+            client, claim, device=device, cache=cache, shutdown=shutdown,
+            datasets=datasets).run())
     except (LeaseLostError, WorkerAPIError, ServerUnreachableError) as e:
         logger.error("worker stopping: %s", e)
         return 1

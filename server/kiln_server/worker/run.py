@@ -51,6 +51,7 @@ from kiln_engine.training import EpochRecord, Trainer
 
 from .build import build_trainer, load_arrays
 from .client import LeaseLostError, ServerUnreachableError, WorkerAPIError, WorkerClient
+from .datasets import LoadedDatasets
 
 __all__ = ["CONTROLS_WAIT_S", "MAX_STEPS_PER_POST", "JobRun", "epoch_row",
            "heartbeat_interval", "state_tree"]
@@ -179,12 +180,15 @@ class _Sender(threading.Thread):
 
 
 class JobRun:
-    """A claimed job (the claim's JSON body) run on ``device`` until it ends or is lost."""
+    """A claimed job (the claim's JSON body) run on ``device`` until it ends or is lost;
+    its datasets come from ``datasets`` if kept there, else from the blob ``cache``."""
 
     def __init__(self, client: WorkerClient, claim: dict[str, Any], *, device: str,
-                 cache: Path, shutdown: threading.Event) -> None:
+                 cache: Path, shutdown: threading.Event,
+                 datasets: LoadedDatasets | None = None) -> None:
         self.client, self.claim, self.device = client, claim, device
         self.cache, self.shutdown = cache, shutdown
+        self.datasets = datasets or LoadedDatasets(0)
         self.job_id: str = claim["job_id"]
         self.lease: str = claim["lease_token"]
         self.spec: dict[str, Any] = claim["spec"]
@@ -278,10 +282,12 @@ class JobRun:
     # ------------------------------------------------------------------ setup
 
     def _build(self) -> Trainer:
-        arrays = {}
-        for ds_id, ds in self.claim["datasets"].items():
-            blob = self.client.fetch_blob(ds["sha256"], self.cache)
-            arrays[ds_id] = load_arrays(blob, f"dataset {ds_id}")
+        def load(ds_id: str, sha256: str) -> dict[str, Any]:
+            return load_arrays(self.client.fetch_blob(sha256, self.cache), f"dataset {ds_id}")
+
+        arrays = {ds_id: self.datasets.get(ds["sha256"], functools.partial(load, ds_id,
+                                                                           ds["sha256"]))
+                  for ds_id, ds in self.claim["datasets"].items()}
         trainer = build_trainer(self.spec, arrays, self.device)
         checkpoint = self.claim.get("checkpoint")
         if checkpoint:
