@@ -83,9 +83,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.wakeups.detach(app.state.sessions)
         engine.dispose()
 
+    # Bodies read into memory (JSON) stop at max_body_bytes with a 413; uploads stream
+    # to disk under their own limit (deps.STREAMED).
     app = FastAPI(title="Kiln", version="0.1.0", lifespan=lifespan,
                   description="Training as a service: submit jobs, steer them while they run.",
-                  generate_unique_id_function=_operation_id)
+                  generate_unique_id_function=_operation_id,
+                  max_body_size=settings.max_body_bytes)
     # Created with the app, not at startup: a server running it wakes the held
     # long-polls when it begins to shut down (serving.py), before the lifespan ends.
     app.state.wakeups = Wakeups()

@@ -29,6 +29,8 @@ LEASE_S = 1.5
 #: within a fraction of it can only have come from the in-process wake-up.
 CONTROLS_RECHECK_S = 2.0
 MAX_UPLOAD_BYTES = 2_000_000
+#: Below MAX_UPLOAD_BYTES: an upload between the two is still taken (it streams to disk).
+MAX_BODY_BYTES = 1_000_000
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -48,6 +50,7 @@ class Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1",  # the log is current while it runs
                "KILN_ADMIN_TOKEN": ADMIN_TOKEN, "KILN_LEASE_S": str(LEASE_S),
                "KILN_REAPER_INTERVAL_S": "0.3", "KILN_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+               "KILN_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
                "KILN_MAX_PARAMETERS": "10000000", "KILN_EVENTS_POLL_S": "0.1",
                "KILN_CONTROLS_RECHECK_S": str(CONTROLS_RECHECK_S),
                # Logs soon, checkpoints every few short epochs: a resumed job then

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import mlp_job, npz_bytes, upload
+from .conftest import MAX_BODY_BYTES, MAX_UPLOAD_BYTES, mlp_job, npz_bytes, upload
 
 
 def _dense(i, o, **kw):
@@ -78,6 +78,18 @@ def test_bad_job_is_refused_naming_the_field_and_nothing_is_queued(user, dataset
     detail = r.json()["detail"]
     assert any(d["loc"][:len(where)] == where and words in d["msg"] for d in detail), detail
     assert user.get("/v1/jobs").json()["data"] == []
+
+
+def test_a_json_body_over_the_limit_is_413_and_nothing_is_queued(user, dataset_id):
+    """KILN_MAX_BODY_BYTES bounds what a request may make the server read into memory;
+    an upload larger than that still streams in (it has its own, larger limit)."""
+    spec = {**mlp_job(dataset_id), "name": "x" * MAX_BODY_BYTES}
+    r = user.post("/v1/jobs", json=spec)
+    assert r.status_code == 413, r.text
+    assert user.get("/v1/jobs").json()["data"] == []
+    big = npz_bytes(x=np.zeros(MAX_BODY_BYTES // 8 + 1000))
+    assert MAX_BODY_BYTES < len(big) < MAX_UPLOAD_BYTES
+    assert upload(user, big).status_code == 201
 
 
 def test_another_users_dataset_cannot_be_trained_on(other_user, dataset_id):

@@ -25,6 +25,7 @@ from ..services import auth
 from ..settings import Settings
 
 __all__ = [
+    "STREAMED",
     "AdminUser",
     "BlobsDep",
     "CurrentUser",
@@ -100,6 +101,12 @@ async def _admin(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(_admin)]
+
+
+#: The ``max_body_size`` of a route whose body is streamed to disk by :func:`receive`: the
+#: app's limit on bodies read into memory (KILN_MAX_BODY_BYTES) does not apply to it;
+#: ``receive`` holds it to KILN_MAX_UPLOAD_BYTES instead.
+STREAMED = 1 << 62
 
 
 async def receive(request: Request, blobs: BlobStore, limit: int) -> Staging:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from ..blobs import BlobStore, Staging
 from ..errors import ConflictError, InvalidError, NotFoundError
@@ -150,7 +150,10 @@ def claimed_context(session: Session, job: Job) -> tuple[dict[str, Dataset], lis
 def _leased(session: Session, job_id: str, lease: str, *, lock: bool = True) -> Job:
     """The job, row-locked unless ``lock`` is False (a read), if ``lease`` is its current,
     unexpired lease; ConflictError if not."""
-    q = select(Job).where(Job.id == job_id)
+    # The JSON columns wait until asked for: most writes never read them, and parsing
+    # them was a good part of a request's cost.
+    q = select(Job).where(Job.id == job_id).options(defer(Job.spec), defer(Job.paths),
+                                                     defer(Job.state))
     job = session.scalar(q.with_for_update() if lock else q)
     if job is None:
         raise NotFoundError(f"no job {job_id!r}")
@@ -291,14 +294,23 @@ def finish(session: Session, job_id: str, lease: str, body: Finish) -> Job:
     touch(session, job.id)  # the job's long-poll ends now, not when its wait runs out
     if body.status != "paused":
         job.finished_at = now
-        _resolve_lifecycle(session, [job.id], [ControlKind.adjust, ControlKind.freeze,
-                                               ControlKind.thaw], ControlStatus.rejected,
-                           None, None, f"the job {body.status} before the control applied")
-    applied = {"paused": [ControlKind.pause],
-               "cancelled": [ControlKind.cancel, ControlKind.pause]}.get(body.status, [])
-    if applied:
-        _resolve_lifecycle(session, [job.id], applied, ControlStatus.applied, body.epoch,
-                           body.step)
-    _resolve_lifecycle(session, [job.id], _LIFECYCLE, ControlStatus.rejected, None, None,
-                       f"the job {body.status} first")
+    # One read of the controls still pending (usually none) settles them all: a pause or
+    # cancel that this finish carried out is applied; any other lifecycle request, and
+    # (unless paused, to resume) any adjust, freeze or thaw, can no longer happen.
+    applied = {"paused": (ControlKind.pause,),
+               "cancelled": (ControlKind.cancel, ControlKind.pause)}.get(body.status, ())
+    for control in session.scalars(select(Control).where(
+            Control.job_id == job.id, Control.status == ControlStatus.pending)):
+        if control.kind in applied:
+            control.status = ControlStatus.applied
+            control.applied_epoch, control.applied_step = body.epoch, body.step
+        elif control.kind in _LIFECYCLE:
+            control.status = ControlStatus.rejected
+            control.reason = f"the job {body.status} first"
+        elif body.status != "paused":
+            control.status = ControlStatus.rejected
+            control.reason = f"the job {body.status} before the control applied"
+        else:
+            continue
+        control.resolved_at = now
     return job

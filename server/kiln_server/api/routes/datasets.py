@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from ...schemas import DatasetPublic, DatasetsPublic
 from ...services import datasets
-from ..deps import BlobsDep, CurrentUser, SessionDep, SettingsDep, receive
+from ..deps import STREAMED, BlobsDep, CurrentUser, SessionDep, SettingsDep, receive
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -15,7 +15,7 @@ _NPZ_BODY = {"requestBody": {"required": True, "content": {"application/octet-st
     "schema": {"type": "string", "format": "binary"}}}}}
 
 
-@router.post("", status_code=201, openapi_extra=_NPZ_BODY,
+@router.post("", status_code=201, openapi_extra=_NPZ_BODY, max_body_size=STREAMED,
              responses={413: {"description": "larger than KILN_MAX_UPLOAD_BYTES"}})
 async def upload_dataset(request: Request, session: SessionDep, user: CurrentUser,
                          blobs: BlobsDep, settings: SettingsDep,

@@ -92,7 +92,7 @@ from ...schemas import (
     WorkerRegister,
 )
 from ...services import queue
-from ..deps import BlobsDep, CurrentWorkerToken, SessionDep, SettingsDep, receive
+from ..deps import STREAMED, BlobsDep, CurrentWorkerToken, SessionDep, SettingsDep, receive
 
 router = APIRouter(prefix="/worker", tags=["worker"])
 
@@ -191,7 +191,7 @@ def report_controls(job_id: str, body: ControlResults, lease: Lease, session: Se
 
 
 @router.put("/jobs/{job_id}/checkpoint", status_code=204, responses=_LEASE,
-            openapi_extra=_BYTES)
+            openapi_extra=_BYTES, max_body_size=STREAMED)
 async def put_checkpoint(job_id: str, request: Request, lease: Lease, session: SessionDep,
                          token: CurrentWorkerToken, blobs: BlobsDep, settings: SettingsDep,
                          epoch: int = Query(ge=0), step: int = Query(ge=0)) -> None:
@@ -201,7 +201,8 @@ async def put_checkpoint(job_id: str, request: Request, lease: Lease, session: S
                             epoch, step)
 
 
-@router.put("/jobs/{job_id}/weights", status_code=204, responses=_LEASE, openapi_extra=_BYTES)
+@router.put("/jobs/{job_id}/weights", status_code=204, responses=_LEASE, openapi_extra=_BYTES,
+            max_body_size=STREAMED)
 async def put_weights(job_id: str, request: Request, lease: Lease, session: SessionDep,
                       token: CurrentWorkerToken, blobs: BlobsDep, settings: SettingsDep) -> None:
     """Upload the job's current weights (safetensors)."""
