@@ -6,6 +6,7 @@ idle worker that claims less and less often."""
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 import io
 import itertools
@@ -15,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from email.parser import BytesParser
 from typing import Any
 
 import httpx
@@ -71,6 +73,7 @@ class FakeServer:
         self.blobs = {DATA_SHA: DATA}
         self.checkpoints: dict[int, str] = {}  # epoch -> sha
         self.weights: bytes | None = None
+        self.finish_weights: bytes | None = None  # the weights the finish brought
         self.results: list[dict] = []
         self.epochs: list[dict] = []
         self.steps: dict[int, float | None] = {}
@@ -115,7 +118,11 @@ class FakeServer:
         if self.lost:
             return httpx.Response(409, json={"detail": "the lease is no longer held"})
         kind = path.rsplit("/", 1)[1]
-        body = json.loads(request.content) if kind not in ("checkpoint", "weights") else None
+        parts = _multipart(request)
+        if "weights" in parts:  # a finish that brings the final weights
+            self.weights = self.finish_weights = parts["weights"]
+        body = json.loads(parts.get("finish", request.content)) \
+            if kind not in ("checkpoint", "weights") else None
         if kind == "heartbeat":
             return httpx.Response(200, json={"lease_expires_at": _later(), "action": "continue",
                                              "controls": []})
@@ -136,6 +143,17 @@ class FakeServer:
         if self.lose_after == kind or (self.lose_after == "epochs" and carries_epochs):
             self.lost = True
         return httpx.Response(204)
+
+
+def _multipart(request: httpx.Request) -> dict[str, bytes]:
+    """The named parts of a multipart body ({} for any other)."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        return {}
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {ctype}\r\n\r\n".encode() + request.content)
+    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+            for part in message.iter_parts()}
 
 
 def _later() -> str:
@@ -180,9 +198,11 @@ def test_controls_are_applied_at_a_step_or_rejected_with_the_reason(tmp_path):
     assert sorted(server.steps) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
     assert server.finish == {"status": "succeeded", "epoch": EPOCHS,
                              "step": EPOCHS * STEPS_PER_EPOCH, "error": None}
-    # the final weights went up before the finish
+    # the final weights came with the finish, the job's last request
     writes = [p.rsplit("/", 1)[1] for m, p, _ in server.requests if "/jobs/" in p and m != "GET"]
-    assert writes[-2:] == ["weights", "finish"]
+    assert writes[-1] == "finish"
+    assert set(weights_from_bytes(server.finish_weights)) == {
+        "layers.enc.weight", "layers.enc.bias", "layers.dec.weight", "layers.dec.bias"}
 
 
 def test_a_kept_dataset_serves_the_next_job_without_loading_it_again(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .conftest import CONTROLS_RECHECK_S, LEASE_S, Server, mlp_job
+from .conftest import CONTROLS_RECHECK_S, LEASE_S, MAX_UPLOAD_BYTES, Server, mlp_job
 
 
 def _register(worker: httpx.Client) -> str:
@@ -46,10 +46,11 @@ def _finish(worker: httpx.Client, job_id: str, lease: dict) -> None:
 def claimed(user, worker, dataset_id):
     """(job id, lease headers, worker id) of a job this test's worker holds."""
     wid = _register(worker)
-    _drain(worker, wid)
     job_id = user.post("/v1/jobs", json=mlp_job(dataset_id)).json()["id"]
-    job = _claim(worker, wid)
-    assert job["job_id"] == job_id
+    # What earlier tests left queued goes first (a lease they let lapse requeues a job
+    # at any time): cancel it.
+    job = _drain(worker, wid, until=job_id)
+    assert job is not None
     yield job_id, {"Kiln-Lease": job["lease_token"]}, wid, job
     _finish(worker, job_id, {"Kiln-Lease": job["lease_token"]})  # a 409 if already done
 
@@ -269,6 +270,47 @@ def test_checkpoint_weights_state_and_finish(user, worker, claimed):
     assert r.status_code == 409  # control on a finished job
 
 
+def _finish_with(worker: httpx.Client, job_id: str, lease: dict, finish: dict | str | None,
+                 weights: bytes) -> httpx.Response:
+    """A multipart finish: ``finish`` (sent as JSON, a string as it is, None: no such
+    field) and the ``weights`` file."""
+    data = {} if finish is None else {
+        "finish": finish if isinstance(finish, str) else json.dumps(finish)}
+    return worker.post(f"/v1/worker/jobs/{job_id}/finish", headers=lease, data=data,
+                       files={"weights": ("w.safetensors", weights, "application/octet-stream")})
+
+
+def test_the_final_weights_can_come_with_the_finish(user, worker, claimed):
+    job_id, lease, _, _ = claimed
+    r = _finish_with(worker, job_id, lease, {"status": "succeeded", "epoch": 3, "step": 84,
+                                             "epochs": [{"epoch": 3, "train_loss": 0.5}]},
+                     weights=b"final-weights")
+    assert r.status_code == 204, r.text
+    job = user.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["step"], job["has_weights"]) == ("succeeded", 84, True)
+    assert user.get(f"/v1/jobs/{job_id}/weights").content == b"final-weights"
+    assert [e["train_loss"] for e in user.get(f"/v1/jobs/{job_id}/epochs").json()] == [0.5]
+
+
+@pytest.mark.parametrize("finish, weights, status, loc", [
+    (None, b"w", 422, ["body", "finish"]),                        # no finish field
+    ("{not json", b"w", 422, ["body", "finish"]),                 # malformed JSON in it
+    ({"status": "done", "epoch": 1, "step": 1}, b"w", 422, ["body", "finish", "status"]),
+    ({"status": "succeeded", "epoch": 1, "step": 1}, b"w" * (MAX_UPLOAD_BYTES + 1), 413, None),
+], ids=["no-finish", "bad-json", "bad-status", "weights-too-large"])
+def test_a_bad_multipart_finish_is_refused_and_changes_nothing(user, worker, claimed, server,
+                                                              finish, weights, status, loc):
+    job_id, lease, _, _ = claimed
+    blobs = sorted((server.data_dir / "blobs").rglob("*"))
+    r = _finish_with(worker, job_id, lease, finish, weights)
+    assert r.status_code == status, r.text
+    if loc is not None:
+        assert any(d["loc"][:len(loc)] == loc for d in r.json()["detail"]), r.text
+    job = user.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["has_weights"]) == ("running", False)
+    assert sorted((server.data_dir / "blobs").rglob("*")) == blobs  # no blob, no staging
+
+
 def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, make_client):
     job_id, stale, _, _ = claimed
     time.sleep(LEASE_S + 1.0)  # the lease expires; the reaper (every 0.3 s) requeues the job
@@ -290,6 +332,9 @@ def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, m
         ("put", "weights", {"content": b"stale"}),
         ("put", "state", {"json": {"tree": {"stale": True}}}),
         ("post", "finish", {"json": {"status": "succeeded", "epoch": 9, "step": 99}}),
+        ("post", "finish", {"data": {"finish": json.dumps({"status": "succeeded", "epoch": 9,
+                                                           "step": 99})},
+                            "files": {"weights": ("w", b"stale", "application/octet-stream")}}),
     ]
     for method, path, kw in writes:
         r = getattr(worker, method)(f"/v1/worker/jobs/{job_id}/{path}", headers=stale, **kw)
@@ -299,6 +344,7 @@ def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, m
     assert [e["train_loss"] for e in user.get(f"/v1/jobs/{job_id}/epochs").json()] == [0.5]
     assert user.get(f"/v1/jobs/{job_id}/steps").json()["losses"] == []
     assert user.get(f"/v1/jobs/{job_id}/state").json() == {}
+    _finish(second, job_id, fresh)  # not left to lapse into a later test's queue
 
 
 def test_claims_that_find_nothing_stay_out_of_the_access_log(worker, server):

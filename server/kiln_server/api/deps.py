@@ -12,7 +12,7 @@ CPU, which a worker training on the same cores feels.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -32,6 +32,7 @@ __all__ = [
     "CurrentWorkerToken",
     "SessionDep",
     "SettingsDep",
+    "limited",
     "receive",
 ]
 
@@ -107,6 +108,16 @@ AdminUser = Annotated[User, Depends(_admin)]
 #: app's limit on bodies read into memory (KILN_MAX_BODY_BYTES) does not apply to it;
 #: ``receive`` holds it to KILN_MAX_UPLOAD_BYTES instead.
 STREAMED = 1 << 62
+
+
+async def limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """``stream``'s chunks, until more than ``limit`` bytes came (then TooLargeError)."""
+    seen = 0
+    async for chunk in stream:
+        seen += len(chunk)
+        if seen > limit:
+            raise TooLargeError(limit)
+        yield chunk
 
 
 async def receive(request: Request, blobs: BlobStore, limit: int) -> Staging:

@@ -280,10 +280,18 @@ def put_state(session: Session, job_id: str, lease: str, tree: dict[str, Any]) -
     _leased(session, job_id, lease).state = tree
 
 
-def finish(session: Session, job_id: str, lease: str, body: Finish) -> Job:
+def finish(session: Session, job_id: str, lease: str, body: Finish,
+           blobs: BlobStore | None = None, weights: Staging | None = None) -> Job:
     """End the worker's hold on a job: finished, failed, cancelled, or paused (to resume),
-    with the last step losses and epoch rows if it sends them."""
-    job = _leased(session, job_id, lease)
+    with the last step losses and epoch rows, and the final weights, if it sends them."""
+    try:
+        job = _leased(session, job_id, lease)
+    except ConflictError:
+        if weights is not None:
+            weights.discard()
+        raise
+    if weights is not None:
+        job.weights_sha256 = blobs.commit(weights)
     _store_logs(session, job, body.steps, body.epochs)
     now = utcnow()
     job.status = JobStatus(body.status)

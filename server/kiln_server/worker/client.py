@@ -14,6 +14,7 @@ restarting) until ``retry_for_s`` has passed, or the worker is stopping, then ra
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
@@ -188,8 +189,16 @@ class WorkerClient:
 
     def finish(self, job_id: str, lease: str, status: str, epoch: int, step: int,
                error: str | None = None, steps: dict[str, Any] | None = None,
-               epochs: list[dict[str, Any]] | None = None) -> None:
-        """End the job's lease, with the last step batch and epoch rows if given."""
-        self._request("POST", f"/jobs/{job_id}/finish", lease=lease,
-                      json={"status": status, "epoch": epoch, "step": step, "error": error,
-                            "steps": steps, "epochs": epochs or []})
+               epochs: list[dict[str, Any]] | None = None, weights: bytes | None = None
+               ) -> None:
+        """End the job's lease, with the last step batch and epoch rows, and the final
+        weights (then as a multipart body), if given."""
+        body = {"status": status, "epoch": epoch, "step": step, "error": error,
+                "steps": steps, "epochs": epochs or []}
+        if weights is None:
+            self._request("POST", f"/jobs/{job_id}/finish", lease=lease, json=body)
+        else:
+            self._request("POST", f"/jobs/{job_id}/finish", lease=lease,
+                          data={"finish": json.dumps(body)},
+                          files={"weights": ("weights.safetensors", weights,
+                                             "application/octet-stream")})

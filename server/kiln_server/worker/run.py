@@ -401,15 +401,17 @@ class JobRun:
 
     def _finish(self, status: str, error: str | None = None) -> None:
         """Post what is queued, then the finish itself (synchronously), with the logs
-        kept since the last post (one request, not three)."""
+        kept since the last post and, for a success, the final weights (one request, not
+        three)."""
         if not self.sender.drain():
             raise _AbandonError()
         if self.sender.error is not None:
             status, error = "failed", f"posting results failed: {self.sender.error}"
         steps, rows = self._take_logs()
+        weights = weights_to_bytes(self.trainer.model) if status == "succeeded" else None
         try:
             self.client.finish(self.job_id, self.lease, status, self.trainer.epoch
-                               if self.trainer else 0, self.step, error, steps, rows)
+                               if self.trainer else 0, self.step, error, steps, rows, weights)
         except (LeaseLostError, ServerUnreachableError) as e:
             raise _AbandonError() from e
         logger.info("job %s: finished, %s", self.job_id, status)
@@ -437,10 +439,7 @@ class JobRun:
                 self._checkpoint()
                 return "paused" if self.action == "pause" else ""
             if trainer.stopped is not None or trainer.steps >= last_step:
-                # the kept logs go with the finish
-                weights = weights_to_bytes(trainer.model)
-                self._write(self.client.put_blob, "weights", weights, trainer.epoch,
-                            trainer.steps, key="weights")
+                # the kept logs and the final weights go with the finish
                 self._post_state()  # a schedule may have moved it
                 return "succeeded"
             if self.inbox or replays:

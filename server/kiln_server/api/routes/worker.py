@@ -14,6 +14,7 @@ Contract (all bodies JSON unless said; ``Authorization: Bearer <worker token>``)
     PUT  /v1/worker/jobs/{id}/weights    raw bytes (safetensors)            -> 204
     PUT  /v1/worker/jobs/{id}/state      {tree}                              -> 204
     POST /v1/worker/jobs/{id}/finish     {status, epoch, step, error, steps, epochs} -> 204
+                                         (or multipart: finish=<that JSON>, weights=<file>)
 
 The worker's loop:
 
@@ -54,9 +55,11 @@ The worker's loop:
   ``checkpoint_interval_s`` old, and before pausing, with the weights (safetensors,
   served to users at /v1/jobs/{id}/weights) and the state tree (per path: rule,
   hyper-parameters, frozen; served at /v1/jobs/{id}/state).
-- **Finish** with ``succeeded`` (upload final weights first), ``failed`` (``error`` says
+- **Finish** with ``succeeded`` (with the final weights), ``failed`` (``error`` says
   why), ``cancelled``, or ``paused``; the last step losses (``steps``, a StepsIn) and
-  epoch rows (``epochs``) may come with it, stored in the same transaction.
+  epoch rows (``epochs``) may come with it, stored in the same transaction. The final
+  weights come in the same request as a multipart body (``finish``: the JSON above,
+  ``weights``: the safetensors file), or before it by ``PUT …/weights``.
 
 Any write whose lease is no longer current (expired, or the job was requeued and claimed
 again) gets **409** and changes nothing: stop working on that job at once. Bodies are
@@ -72,10 +75,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
+from pydantic import ValidationError
+from starlette.formparsers import MultiPartException, MultiPartParser
 
+from ...blobs import BlobStore, Staging
 from ...db import session_scope
-from ...errors import NotFoundError
+from ...errors import InvalidError, NotFoundError
 from ...schemas import (
     ClaimedJob,
     ClaimRequest,
@@ -92,7 +99,16 @@ from ...schemas import (
     WorkerRegister,
 )
 from ...services import queue
-from ..deps import STREAMED, BlobsDep, CurrentWorkerToken, SessionDep, SettingsDep, receive
+from ...settings import Settings
+from ..deps import (
+    STREAMED,
+    BlobsDep,
+    CurrentWorkerToken,
+    SessionDep,
+    SettingsDep,
+    limited,
+    receive,
+)
 
 router = APIRouter(prefix="/worker", tags=["worker"])
 
@@ -217,8 +233,67 @@ def put_state(job_id: str, body: StateReport, lease: Lease, session: SessionDep,
     queue.put_state(session, job_id, lease, body.tree)
 
 
-@router.post("/jobs/{job_id}/finish", status_code=204, responses=_LEASE)
-def finish_job(job_id: str, body: Finish, lease: Lease, session: SessionDep,
-               token: CurrentWorkerToken) -> None:
-    """End this worker's hold on the job: succeeded, failed, cancelled or paused."""
-    queue.finish(session, job_id, lease, body)
+_FINISH_SCHEMA = {k: v for k, v in Finish.model_json_schema(
+    ref_template="#/components/schemas/{model}").items() if k != "$defs"}
+_FINISH_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _FINISH_SCHEMA},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["finish"], "properties": {
+        "finish": {"type": "string", "description": "the Finish, as JSON"},
+        "weights": {"type": "string", "format": "binary",
+                    "description": "the final weights (safetensors), as by PUT …/weights"}}}}}}}
+
+
+def _finish_from_json(raw: str | bytes, where: list[str]) -> Finish:
+    try:
+        return Finish.model_validate_json(raw)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": (*where, *err["loc"])}
+                                      for err in e.errors(include_url=False)]) from None
+
+
+async def _read_finish(request: Request, blobs: BlobStore, settings: Settings
+                       ) -> tuple[Finish, Staging | None]:
+    """The Finish of a JSON body, or of a multipart body's ``finish`` field with the final
+    weights of its ``weights`` file streamed to staging (at most max_upload_bytes; the
+    JSON, at most max_body_bytes)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raw = b"".join([c async for c in limited(request.stream(), settings.max_body_bytes)])
+        return _finish_from_json(raw, ["body"]), None
+    parser = MultiPartParser(request.headers, limited(request.stream(), settings.max_body_bytes
+                                                      + settings.max_upload_bytes),
+                             max_files=1, max_fields=1, max_part_size=settings.max_body_bytes)
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise InvalidError(["body"], f"not a valid multipart body: {e.message}") from None
+    try:
+        text, upload = form.get("finish"), form.get("weights")
+        if not isinstance(text, str):
+            raise InvalidError(["body", "finish"], "a multipart finish needs a 'finish' field "
+                               "holding the Finish as JSON")
+        if upload is not None and isinstance(upload, str):
+            raise InvalidError(["body", "weights"], "'weights' must be a file")
+        body = _finish_from_json(text, ["body", "finish"])
+        if upload is None:
+            return body, None
+        staged = blobs.staging(settings.max_upload_bytes)
+        try:
+            while chunk := await upload.read(1 << 20):
+                staged.write(chunk)
+        except BaseException:
+            staged.discard()
+            raise
+        staged.close()
+        return body, staged
+    finally:
+        await form.close()
+
+
+@router.post("/jobs/{job_id}/finish", status_code=204, responses=_LEASE,
+             openapi_extra=_FINISH_BODY, max_body_size=STREAMED)
+async def finish_job(job_id: str, request: Request, lease: Lease, session: SessionDep,
+                     token: CurrentWorkerToken, blobs: BlobsDep, settings: SettingsDep) -> None:
+    """End this worker's hold on the job: succeeded, failed, cancelled or paused. A
+    multipart body carries the final weights with it (one request, not two)."""
+    body, weights = await _read_finish(request, blobs, settings)
+    await run_in_threadpool(queue.finish, session, job_id, lease, body, blobs, weights)
