@@ -133,16 +133,25 @@ def job_spec(dataset_id: str, epochs: int) -> dict[str, Any]:
         "batch_size": BATCH, "epochs": epochs, "seed": 0, "metrics": ["loss", "accuracy"]}
 
 
-def cpu_s(pid: int, thread: int | None = None) -> float:
-    """CPU seconds (user + system) of a process (all its threads) or of one of its
-    threads so far; NaN off Linux."""
-    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far, its ended threads' too (in 10 ms
+    ticks); NaN off Linux."""
     try:
-        with open(path) as f:
+        with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main_thread_cpu_s(pid: int) -> float:
+    """CPU seconds of a process's main thread so far, to the ns (the scheduler's count);
+    NaN off Linux."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 @dataclasses.dataclass
@@ -322,7 +331,7 @@ def through_service(svc: Service, spec: dict[str, Any]) -> Run:
     server_pid, worker_pid = (p.pid for p in svc.procs)
 
     def cpu() -> tuple[float, float, float]:  # the training thread is the worker's main one
-        return cpu_s(worker_pid), cpu_s(worker_pid, worker_pid), cpu_s(server_pid)
+        return cpu_s(worker_pid), main_thread_cpu_s(worker_pid), cpu_s(server_pid)
 
     job_id = svc.submit(spec)  # checking a submission is not training: not counted
     before = cpu()
@@ -405,6 +414,12 @@ def report(epochs: int, alone: list[Run], again: list[Run], served: list[Run],
           f"loop; the engine's A/A: {outside_extra(again) * 1e3:+.0f} ms) + "
           f"{threads * 1e3:.0f} ms CPU of the worker's other threads (posts, heartbeats, the "
           f"long-poll: at most what they took from the steps) over the engine's {base:.2f} s")
+    def epoch_ratio(runs: list[Run]) -> float:
+        return statistics.median(e for r in runs for e in r.epochs) / \
+            statistics.median(e for r in alone for e in r.epochs) - 1
+
+    print(f"  inside the steps, for comparison: the median epoch's step time "
+          f"{epoch_ratio(served):+.1%} (A/A {epoch_ratio(again):+.1%})")
     cpu = statistics.median((s.cpu + s.server_cpu) / a.cpu for a, s in zip(alone, served)) - 1
     print(f"  in CPU time (worker + server over engine alone): {cpu:+.1%}")
 
