@@ -12,7 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from .conftest import CONTROLS_RECHECK_S, LEASE_S, MAX_UPLOAD_BYTES, Server, mlp_job
+from .conftest import (
+    CONTROLS_RECHECK_S,
+    LEASE_S,
+    MAX_BODY_BYTES,
+    MAX_UPLOAD_BYTES,
+    Server,
+    mlp_job,
+)
 
 
 def _register(worker: httpx.Client) -> str:
@@ -309,6 +316,18 @@ def test_a_bad_multipart_finish_is_refused_and_changes_nothing(user, worker, cla
     job = user.get(f"/v1/jobs/{job_id}").json()
     assert (job["status"], job["has_weights"]) == ("running", False)
     assert sorted((server.data_dir / "blobs").rglob("*")) == blobs  # no blob, no staging
+
+
+def test_a_finish_body_past_its_limit_or_not_multipart_is_refused(user, worker, claimed):
+    job_id, lease, _, _ = claimed
+    url = f"/v1/worker/jobs/{job_id}/finish"
+    r = worker.post(url, headers=lease, json={"status": "failed", "epoch": 0, "step": 0,
+                                              "error": "x" * MAX_BODY_BYTES})
+    assert r.status_code == 413, r.text
+    r = worker.post(url, headers={**lease, "Content-Type": "multipart/form-data; boundary=b"},
+                    content=b"--b\r\nnot a part\r\n")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"], r.text
+    assert user.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
 
 
 def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, make_client):
