@@ -5,6 +5,9 @@ Every bad input of issue 4 is a 4xx whose body names the field, and leaves no jo
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
@@ -182,3 +185,7 @@ def test_openapi_documents_every_route(server):
             "heartbeat", "finish_job", "job_events"} <= ops
     assert np.all([op.get("summary") for path in spec["paths"].values()
                    for op in path.values()])
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(spec)))
+    assert refs <= set(spec["components"]["schemas"])  # every schema it names is there
+    finish = spec["paths"]["/v1/worker/jobs/{job_id}/finish"]["post"]["requestBody"]
+    assert set(finish["content"]) == {"application/json", "multipart/form-data"}
