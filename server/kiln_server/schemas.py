@@ -226,6 +226,8 @@ class WorkerPublic(_Out):
 
 class ClaimRequest(_In):
     worker_id: str
+    wait_s: float = Field(0.0, ge=0, description="while the queue is empty, how long to "
+                          "hold the claim for a job to arrive (at most claim_wait_max_s)")
 
 
 class ClaimedJob(BaseModel):

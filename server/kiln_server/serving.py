@@ -5,8 +5,9 @@ API still answers, so that each checkpoints the job in hand and lets go of it; t
 held controls long-polls are woken (each would otherwise hold uvicorn's wait for open
 requests for its whole wait); then uvicorn closes.
 
-Idle workers ask for a job every couple of seconds each; the access log leaves out the
-claims that found the queue empty, which would otherwise bury every other line.
+An idle worker's claim is held on the server until a job is queued or its wait runs out,
+then asked again; the access log leaves out the claims that found no job, which would
+otherwise bury every other line.
 """
 
 from __future__ import annotations

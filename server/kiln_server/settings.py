@@ -49,8 +49,12 @@ class Settings(BaseSettings):
     controls_wait_max_s: float = Field(
         30.0, gt=0, description="the longest a worker's controls long-poll is held open")
     controls_recheck_s: float = Field(
-        1.0, gt=0, description="how often a held controls long-poll re-reads the database: "
-        "the bound on the extra delay of a control posted to another API replica")
+        1.0, gt=0, description="how often a held long-poll (a worker's controls, or its "
+        "claim while the queue is empty) re-reads the database: the bound on the extra "
+        "delay of a control posted, or a job queued, through another API replica")
+    claim_wait_max_s: float = Field(
+        30.0, ge=0, description="the longest a worker's claim is held while the queue is "
+        "empty (a job queued meanwhile is handed out at once)")
     reaper_interval_s: float = Field(5.0, gt=0)
     page_size: int = Field(50, gt=0)
     max_page_size: int = Field(500, gt=0)

@@ -1,16 +1,20 @@
-"""Wake-ups for the workers' controls long-poll, rung when a job's transaction commits.
+"""Wake-ups for the workers' long-polls, rung when a transaction commits: a job's bell for
+its controls long-poll, and the queue's bell (:data:`QUEUE`) for the claims held while
+the queue is empty.
 
-A service that changes what a job's long-poll waits for (a new control, the job's lease
-ended) marks the job in its session with :func:`touch`. :class:`Wakeups`, attached to the
-app's sessionmaker, rings the job's bell once that transaction has committed, never
-before: a waiter woken earlier would read the database without the new row and go back
-to sleep. A rolled-back transaction rings nothing. Commits happen on threadpool threads;
-the bells are asyncio events on the server's loop, reached with ``call_soon_threadsafe``.
+A service that changes what a long-poll waits for (a new control, the job's lease
+ended; a job queued) marks the job, or the queue, in its session with :func:`touch`.
+:class:`Wakeups`, attached to the app's sessionmaker, rings the bell once that
+transaction has committed, never before: a waiter woken earlier would read the database
+without the new row and go back to sleep. A rolled-back transaction rings nothing.
+Commits happen on threadpool threads; the bells are asyncio events on the server's
+loop, reached with ``call_soon_threadsafe``.
 
 A bell reaches only the waiters of this process. With several API replicas, a control
-posted to one replica reaches a long-poll held by another when that one next re-reads
-the database, every ``controls_recheck_s``: with N replicas, that interval is the bound
-on the extra delay of a control (in one process it is the time of a commit and a read).
+posted (or a job queued) through one replica reaches a long-poll held by another when
+that one next re-reads the database, every ``controls_recheck_s``: with N replicas, that
+interval is the bound on the extra delay (in one process it is the time of a commit and
+a read).
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ from collections.abc import Iterable
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Wakeups", "touch"]
+__all__ = ["QUEUE", "Wakeups", "touch"]
 
 _TOUCHED = "kiln_touched_jobs"
+#: The queue's bell: rung when a job is queued (submitted, resumed, or requeued by the
+#: reaper). Not a job id (those are hex).
+QUEUE = "queue"
 
 
 def touch(session: Session, job_id: str) -> None:
-    """Ring ``job_id``'s bell when this session's transaction commits."""
+    """Ring ``job_id``'s bell (or the QUEUE's) when this session's transaction commits."""
     session.info.setdefault(_TOUCHED, set()).add(job_id)
 
 

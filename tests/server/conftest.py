@@ -28,6 +28,8 @@ LEASE_S = 1.5
 #: How often a held controls long-poll re-reads the database: long enough that a reply
 #: within a fraction of it can only have come from the in-process wake-up.
 CONTROLS_RECHECK_S = 2.0
+#: The longest a claim is held on the test server while the queue is empty.
+CLAIM_WAIT_MAX_S = 1.0
 MAX_UPLOAD_BYTES = 2_000_000
 #: Below MAX_UPLOAD_BYTES: an upload between the two is still taken (it streams to disk).
 MAX_BODY_BYTES = 1_000_000
@@ -43,7 +45,8 @@ def free_port() -> int:
 class Server:
     """A running ``kiln-server serve`` and how to reach it."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -53,9 +56,11 @@ class Server:
                "KILN_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
                "KILN_MAX_PARAMETERS": "10000000", "KILN_EVENTS_POLL_S": "0.1",
                "KILN_CONTROLS_RECHECK_S": str(CONTROLS_RECHECK_S),
+               "KILN_CLAIM_WAIT_MAX_S": str(CLAIM_WAIT_MAX_S),
                # Logs soon, checkpoints every few short epochs: a resumed job then
                # trains again, and posts again, epochs its last holder had posted.
-               "KILN_LOG_INTERVAL_S": "0.05", "KILN_CHECKPOINT_INTERVAL_S": "0.3"}
+               "KILN_LOG_INTERVAL_S": "0.05", "KILN_CHECKPOINT_INTERVAL_S": "0.3",
+               **(env or {})}
         cmd = [sys.executable, "-m", "kiln_server", "serve", "--port", str(self.port),
                "--workers", "0", "--data-dir", str(data_dir)]
         if database_url:

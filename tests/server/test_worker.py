@@ -2,7 +2,8 @@
 rejected with their step, controls brought by the long-poll alone, logs and checkpoints
 on the server's cadence, a lost lease abandoned without another write, a resume that
 replays controls at their step and lands bit for bit on the uninterrupted run, and an
-idle worker that claims less and less often."""
+idle worker whose claims the server holds, or that claims less and less often where
+it does not."""
 
 from __future__ import annotations
 
@@ -331,8 +332,32 @@ def test_resume_replays_controls_and_equals_the_uninterrupted_run(tmp_path, at_s
     assert not all(np.array_equal(other[k], v) for k, v in expected.items())
 
 
+def test_a_worker_asks_again_at_once_when_the_server_held_its_claim(monkeypatch):
+    """A server that holds an empty claim for its wait (as Kiln's does) is asked again at
+    once: the hold is the spacing, and a queued job is never kept waiting for a poll."""
+    monkeypatch.setattr(worker_main, "CLAIM_WAIT_S", 0.2)
+    monkeypatch.setattr(worker_main, "CLAIM_POLL_FIRST_S", 1.0)  # would show in the gaps
+    claims: list[tuple[float, float]] = []  # (when it came, the wait it asked for)
+    shutdown = threading.Event()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        wait = json.loads(request.content)["wait_s"]
+        claims.append((time.monotonic(), wait))
+        time.sleep(wait)
+        if len(claims) == 4:
+            shutdown.set()
+        return httpx.Response(204)
+
+    client = WorkerClient("http://kiln.test", "token", transport=httpx.MockTransport(answer))
+    worker_main.claim_loop(client, "w1", shutdown, lambda claim: None)
+    assert [w for _, w in claims] == [0.2] * 4
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(claims)]
+    assert all(0.2 <= g < 0.5 for g in gaps), gaps
+
+
 def test_an_idle_worker_backs_off_and_claims_at_once_after_a_job(monkeypatch):
-    """Empty claims are spaced out more and more, up to the longest wait; a claimed job
+    """Against a server that answers empty claims at once (one that does not hold them),
+    empty claims are spaced out more and more, up to the longest wait; a claimed job
     brings the first wait back."""
     monkeypatch.setattr(worker_main, "CLAIM_POLL_FIRST_S", 0.05)
     monkeypatch.setattr(worker_main, "CLAIM_POLL_BACKOFF", 2.0)

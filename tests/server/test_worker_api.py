@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +16,8 @@ import httpx
 import pytest
 
 from .conftest import (
+    ADMIN_TOKEN,
+    CLAIM_WAIT_MAX_S,
     CONTROLS_RECHECK_S,
     LEASE_S,
     MAX_BODY_BYTES,
@@ -364,6 +369,69 @@ def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, m
     assert user.get(f"/v1/jobs/{job_id}/steps").json()["losses"] == []
     assert user.get(f"/v1/jobs/{job_id}/state").json() == {}
     _finish(second, job_id, fresh)  # not left to lapse into a later test's queue
+
+
+def _held_claim(worker: httpx.Client, wid: str, wait_s: float) -> tuple[httpx.Response, float]:
+    t0 = time.monotonic()
+    r = worker.post("/v1/worker/claim", json={"worker_id": wid, "wait_s": wait_s})
+    return r, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("how", ["submitted", "resumed"])
+def test_a_held_claim_takes_a_job_as_soon_as_it_is_queued(user, worker, dataset_id, how):
+    """Well within the held poll's re-read interval: the queueing's commit rang it."""
+    wid = _register(worker)
+    _drain(worker, wid)
+    paused = None
+    if how == "resumed":
+        paused = user.post("/v1/jobs", json=mlp_job(dataset_id)).json()["id"]
+        assert user.post(f"/v1/jobs/{paused}/pause").json()["status"] == "paused"
+        _drain(worker, wid)
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(_held_claim, worker, wid, CONTROLS_RECHECK_S + 5)
+        time.sleep(0.3)  # the claim is held by now
+        queued_at = time.monotonic()
+        job_id = paused if paused else user.post("/v1/jobs", json=mlp_job(dataset_id)).json()["id"]
+        if paused:
+            assert user.post(f"/v1/jobs/{paused}/resume").status_code == 200
+        r, _ = held.result()
+    assert r.status_code == 200 and r.json()["job_id"] == job_id, r.text
+    assert time.monotonic() - queued_at < CONTROLS_RECHECK_S / 2
+    _finish(worker, job_id, {"Kiln-Lease": r.json()["lease_token"]})
+
+
+def test_an_empty_held_claim_ends_after_its_wait_capped_by_the_server(worker):
+    wid = _register(worker)
+    _drain(worker, wid)
+    r, took = _held_claim(worker, wid, 0.4)
+    assert r.status_code == 204 and 0.4 <= took < 0.4 + CLAIM_WAIT_MAX_S, took
+    r, took = _held_claim(worker, wid, 60)  # held for the server's longest, not 60 s
+    assert r.status_code == 204 and CLAIM_WAIT_MAX_S <= took < CLAIM_WAIT_MAX_S + 2, took
+
+
+def test_a_worker_stops_at_once_while_its_claim_is_held(tmp_path):
+    """SIGTERM ends a held claim's wait in the worker: it exits in well under the 30 s the
+    server would hold the claim."""
+    srv = Server(tmp_path, env={"KILN_CLAIM_WAIT_MAX_S": "30"})
+    try:
+        with srv.client(ADMIN_TOKEN) as admin:
+            token = admin.post("/v1/tokens", json={"user": "w", "worker": True}).json()["token"]
+        proc = subprocess.Popen([sys.executable, "-m", "kiln_server", "worker", "--url",
+                                 srv.url, "--token", token], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while '"POST /v1/worker/register HTTP/1.1" 201' not in \
+                (srv.data_dir / "server.log").read_text():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        time.sleep(1.0)  # registered; its first claim is held now
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        assert time.monotonic() - t0 < 5 and proc.returncode == 0, out
+        assert "worker stopped" in out and "Traceback" not in out, out
+    finally:
+        srv.stop()
 
 
 def test_claims_that_find_nothing_stay_out_of_the_access_log(worker, server):

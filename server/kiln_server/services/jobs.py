@@ -34,7 +34,7 @@ from ..models import (
 )
 from ..schemas import ControlCreate, ControlPublic, EpochPublic, JobCreate
 from ..settings import Settings
-from ..wakeups import touch
+from ..wakeups import QUEUE, touch
 from .jobspec import check_control, check_job
 
 __all__ = [
@@ -64,6 +64,7 @@ def create(session: Session, owner: User, spec: JobCreate, settings: Settings) -
     session.add(job)
     session.flush()
     session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in checked.dataset_ids)
+    touch(session, QUEUE)  # a claim held by an idle worker takes it as soon as this commits
     return job
 
 
@@ -156,6 +157,7 @@ def resume(session: Session, owner: User, job_id: str) -> Job:
     if job.status != JobStatus.paused:
         raise ConflictError(f"cannot resume job {job_id!r}: it is {job.status.value}, not paused")
     job.status, job.queued_at = JobStatus.queued, utcnow()
+    touch(session, QUEUE)
     _record(session, job, ControlKind.resume, done=True)
     return job
 

@@ -48,7 +48,7 @@ from ..schemas import (
     StepsIn,
     WorkerRegister,
 )
-from ..wakeups import touch
+from ..wakeups import QUEUE, touch
 
 __all__ = [
     "claim",
@@ -107,8 +107,10 @@ def reap(session: Session, now: datetime | None = None) -> list[str]:
         finished_at=case((Job.requested == "cancel", now), else_=Job.finished_at),
         requested=None, lease_token=None, lease_expires_at=None, worker_id=None,
     ).returning(Job.id, Job.status), execution_options={"synchronize_session": False}).all()
-    for job_id, _ in rows:
+    for job_id, status in rows:
         touch(session, job_id)  # its long-poll learns at once that the lease is gone
+        if status == JobStatus.queued:
+            touch(session, QUEUE)
     for status in (JobStatus.paused, JobStatus.cancelled):
         ids = [i for i, s in rows if s == status]
         if ids:

@@ -118,9 +118,11 @@ class WorkerClient:
         r = self._request("POST", "/register", json={"name": name, "device": device})
         return r.json()["id"]
 
-    def claim(self, worker_id: str) -> dict[str, Any] | None:
-        """The next queued job with a fresh lease (the ClaimedJob body), or None."""
-        r = self._request("POST", "/claim", json={"worker_id": worker_id})
+    def claim(self, worker_id: str, wait_s: float = 0.0) -> dict[str, Any] | None:
+        """The next queued job with a fresh lease (the ClaimedJob body), or None if none
+        was queued within ``wait_s`` (the server holds the claim that long at most)."""
+        r = self._request("POST", "/claim", json={"worker_id": worker_id, "wait_s": wait_s},
+                          timeout=wait_s + REQUEST_TIMEOUT_S)
         return None if r.status_code == 204 else r.json()
 
     def fetch_blob(self, sha256: str, cache: Path) -> bytes:

@@ -3,7 +3,7 @@
 Contract (all bodies JSON unless said; ``Authorization: Bearer <worker token>``)::
 
     POST /v1/worker/register          {name, device}            -> WorkerPublic (keep .id)
-    POST /v1/worker/claim             {worker_id}               -> 200 ClaimedJob | 204 none
+    POST /v1/worker/claim             {worker_id, wait_s}       -> 200 ClaimedJob | 204 none
     GET  /v1/worker/blobs/{sha256}                              -> bytes (dataset, checkpoint)
     --- every call below carries the claim's lease:  Kiln-Lease: <lease_token> ---
     POST /v1/worker/jobs/{id}/heartbeat  {epoch, step}          -> HeartbeatReply
@@ -18,7 +18,9 @@ Contract (all bodies JSON unless said; ``Authorization: Bearer <worker token>``)
 
 The worker's loop:
 
-- **Claim** gives the job's spec (as submitted: model, optimiser, loss, data, batch size,
+- **Claim** (with ``wait_s``: held while the queue is empty, answered as soon as a job is
+  queued, so an idle worker neither polls nor makes a new job wait for its next poll)
+  gives the job's spec (as submitted: model, optimiser, loss, data, batch size,
   epochs, seed, schedule, stop, metrics), its datasets (fetch each blob by sha256 and
   cache it), a ``lease_token`` valid for ``lease_expires_at``, and the cadences:
   ``heartbeat_interval_s``, ``log_interval_s``, ``checkpoint_interval_s``.
@@ -78,11 +80,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ...blobs import BlobStore, Staging
 from ...db import session_scope
 from ...errors import InvalidError, NotFoundError
+from ...models import Token
 from ...schemas import (
     ClaimedJob,
     ClaimRequest,
@@ -100,6 +104,7 @@ from ...schemas import (
 )
 from ...services import queue
 from ...settings import Settings
+from ...wakeups import QUEUE
 from ..deps import (
     STREAMED,
     BlobsDep,
@@ -126,25 +131,45 @@ def register_worker(body: WorkerRegister, session: SessionDep,
 
 
 @router.post("/claim", response_model=ClaimedJob,
-             responses={204: {"description": "no job is queued"}})
-def claim_job(body: ClaimRequest, session: SessionDep, token: CurrentWorkerToken,
-              settings: SettingsDep) -> ClaimedJob | Response:
-    """Take the oldest queued job, with a lease (204 when the queue is empty)."""
-    worker = queue.worker_for(session, token, body.worker_id)
-    job = queue.claim(session, worker, settings.lease_s)
-    if job is None:
-        return Response(status_code=204)
-    datasets, controls = queue.claimed_context(session, job)
-    checkpoint = None if job.checkpoint_sha256 is None else {
-        "sha256": job.checkpoint_sha256, "epoch": job.checkpoint_epoch,
-        "step": job.checkpoint_step}
-    return ClaimedJob(
-        job_id=job.id, lease_token=job.lease_token, lease_expires_at=job.lease_expires_at,
-        heartbeat_interval_s=settings.heartbeat_interval_s,
-        log_interval_s=settings.log_interval_s,
-        checkpoint_interval_s=settings.checkpoint_interval_s, attempt=job.attempt, spec=job.spec,
-        datasets={i: DatasetPublic.model_validate(d) for i, d in datasets.items()},
-        checkpoint=checkpoint, controls=[ControlPublic.model_validate(c) for c in controls])
+             responses={204: {"description": "no job is queued (within wait_s)"}})
+async def claim_job(body: ClaimRequest, request: Request, token: CurrentWorkerToken,
+                    settings: SettingsDep) -> ClaimedJob | Response:
+    """Take the oldest queued job, with a lease; while the queue is empty, wait up to
+    ``wait_s`` for one (204 if none came)."""
+    wakeups, sessions = request.app.state.wakeups, request.app.state.sessions
+    deadline = time.monotonic() + min(body.wait_s, settings.claim_wait_max_s)
+    while True:
+        bell = wakeups.bell(QUEUE)  # taken before the claim: a later queueing rings it
+        claimed = await run_in_threadpool(_claim, sessions, token, body.worker_id, settings)
+        left = deadline - time.monotonic()
+        if claimed is not None or left <= 0 or wakeups.closed:
+            return claimed or Response(status_code=204)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(bell.wait(), min(left, settings.controls_recheck_s))
+        if await request.is_disconnected():  # a worker that left gets no job it won't run
+            return Response(status_code=204)
+
+
+def _claim(sessions: sessionmaker[Session], token: Token, worker_id: str,
+           settings: Settings) -> ClaimedJob | None:
+    """One claim attempt, in one transaction; the job handed out, or None."""
+    with session_scope(sessions) as session:
+        worker = queue.worker_for(session, token, worker_id)
+        job = queue.claim(session, worker, settings.lease_s)
+        if job is None:
+            return None
+        datasets, controls = queue.claimed_context(session, job)
+        checkpoint = None if job.checkpoint_sha256 is None else {
+            "sha256": job.checkpoint_sha256, "epoch": job.checkpoint_epoch,
+            "step": job.checkpoint_step}
+        return ClaimedJob(
+            job_id=job.id, lease_token=job.lease_token, lease_expires_at=job.lease_expires_at,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            log_interval_s=settings.log_interval_s,
+            checkpoint_interval_s=settings.checkpoint_interval_s, attempt=job.attempt,
+            spec=job.spec,
+            datasets={i: DatasetPublic.model_validate(d) for i, d in datasets.items()},
+            checkpoint=checkpoint, controls=[ControlPublic.model_validate(c) for c in controls])
 
 
 @router.get("/blobs/{sha256}", response_class=FileResponse)
