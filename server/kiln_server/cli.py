@@ -90,7 +90,7 @@ def _worker(args: argparse.Namespace) -> int:
     if memory is None:
         memory = os.environ.get("KILN_WORKER_DATASET_MEMORY_MB",
                                 str(worker.DEFAULT_MEMORY_MB))
-    if not str(memory).isdigit():
+    if not memory.isdigit():
         print(f"kiln-server worker: --dataset-memory-mb (or KILN_WORKER_DATASET_MEMORY_MB) "
               f"must be a whole number of MB >= 0; got {memory!r}", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ __all__ = [
     "SettingsDep",
     "limited",
     "receive",
+    "stage",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="a Kiln token: Authorization: Bearer kiln_…")
@@ -120,17 +121,23 @@ async def limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[byt
         yield chunk
 
 
-async def receive(request: Request, blobs: BlobStore, limit: int) -> Staging:
-    """Stream a request's body into blob staging (TooLargeError past ``limit``)."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise TooLargeError(limit)  # refused before a byte is read
+async def stage(chunks: AsyncIterator[bytes], blobs: BlobStore, limit: int) -> Staging:
+    """Write ``chunks`` into blob staging (TooLargeError past ``limit``; nothing is left
+    behind if they fail)."""
     staged = blobs.staging(limit)
     try:
-        async for chunk in request.stream():
+        async for chunk in chunks:
             staged.write(chunk)
     except BaseException:
         staged.discard()
         raise
     staged.close()
     return staged
+
+
+async def receive(request: Request, blobs: BlobStore, limit: int) -> Staging:
+    """Stream a request's body into blob staging (TooLargeError past ``limit``)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise TooLargeError(limit)  # refused before a byte is read
+    return await stage(request.stream(), blobs, limit)

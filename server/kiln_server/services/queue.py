@@ -167,6 +167,17 @@ def _leased(session: Session, job_id: str, lease: str, *, lock: bool = True) -> 
     return job
 
 
+def _leased_with(session: Session, job_id: str, lease: str, staged: Staging | None) -> Job:
+    """:func:`_leased` for a write that brought an upload: a refused write leaves none of
+    it behind."""
+    try:
+        return _leased(session, job_id, lease)
+    except (ConflictError, NotFoundError):
+        if staged is not None:
+            staged.discard()
+        raise
+
+
 def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_s: float
               ) -> tuple[Job, str, list[Control]]:
     """Renew the lease; what the worker should do, and the controls it has yet to apply."""
@@ -265,11 +276,7 @@ def control_results(session: Session, job_id: str, lease: str, body: ControlResu
 def put_blob(session: Session, blobs: BlobStore, job_id: str, lease: str, kind: str,
              staged: Staging, epoch: int, step: int) -> str:
     """Keep an uploaded checkpoint or the job's weights; the blob's sha256."""
-    try:
-        job = _leased(session, job_id, lease)
-    except ConflictError:
-        staged.discard()
-        raise
+    job = _leased_with(session, job_id, lease, staged)
     sha = blobs.commit(staged)
     if kind == "checkpoint":
         job.checkpoint_sha256, job.checkpoint_epoch, job.checkpoint_step = sha, epoch, step
@@ -286,12 +293,7 @@ def finish(session: Session, job_id: str, lease: str, body: Finish,
            blobs: BlobStore | None = None, weights: Staging | None = None) -> Job:
     """End the worker's hold on a job: finished, failed, cancelled, or paused (to resume),
     with the last step losses and epoch rows, and the final weights, if it sends them."""
-    try:
-        job = _leased(session, job_id, lease)
-    except ConflictError:
-        if weights is not None:
-            weights.discard()
-        raise
+    job = _leased_with(session, job_id, lease, weights)
     if weights is not None:
         job.weights_sha256 = blobs.commit(weights)
     _store_logs(session, job, body.steps, body.epochs)

@@ -73,9 +73,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
@@ -113,6 +114,7 @@ from ..deps import (
     SettingsDep,
     limited,
     receive,
+    stage,
 )
 
 router = APIRouter(prefix="/worker", tags=["worker"])
@@ -296,22 +298,19 @@ async def _read_finish(request: Request, blobs: BlobStore, settings: Settings
         if not isinstance(text, str):
             raise InvalidError(["body", "finish"], "a multipart finish needs a 'finish' field "
                                "holding the Finish as JSON")
-        if upload is not None and isinstance(upload, str):
+        if isinstance(upload, str):
             raise InvalidError(["body", "weights"], "'weights' must be a file")
         body = _finish_from_json(text, ["body", "finish"])
         if upload is None:
             return body, None
-        staged = blobs.staging(settings.max_upload_bytes)
-        try:
-            while chunk := await upload.read(1 << 20):
-                staged.write(chunk)
-        except BaseException:
-            staged.discard()
-            raise
-        staged.close()
-        return body, staged
+        return body, await stage(_chunks(upload), blobs, settings.max_upload_bytes)
     finally:
         await form.close()
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(1 << 20):
+        yield chunk
 
 
 @router.post("/jobs/{job_id}/finish", status_code=204, responses=_LEASE,
