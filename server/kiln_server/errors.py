@@ -10,6 +10,8 @@ naming each bad field by its location, exactly as FastAPI reports a malformed re
 So a client handles one shape whether pydantic or the engine found the problem.
 :class:`InvalidError` carries such a list from the service layer; engine errors (``SpecError``
 paths such as ``model.layers.enc.layers[0].out``) become locations with :func:`loc`.
+A 422 body is always JSON: an ``input`` that came as bytes which are not UTF-8 is echoed
+with the undecodable bytes replaced, never a 500 for failing to encode it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import re
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from .blobs import TooLargeError
@@ -48,7 +52,12 @@ class ConflictError(Exception):
 
 
 def install_handlers(app: FastAPI) -> None:
-    """Map the service layer's exceptions to responses."""
+    """Map the service layer's exceptions, and invalid requests, to responses."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": jsonable_encoder(exc.errors(), custom_encoder={
+            bytes: lambda b: b.decode("utf-8", "replace")})}, status_code=422)
 
     @app.exception_handler(InvalidError)
     async def _invalid(_: Request, exc: InvalidError) -> JSONResponse:

@@ -335,6 +335,29 @@ def test_a_finish_body_past_its_limit_or_not_multipart_is_refused(user, worker, 
     assert user.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
 
 
+#: JSON whose string holds bytes that are not UTF-8 (what a client sends that encodes its
+#: text wrongly), and bytes that are not text at all.
+NOT_UTF8 = (b'{"status": "failed", "epoch": 0, "step": 0, "error": "caf\xe9"}', b"\xff\xfe\x00")
+
+
+@pytest.mark.parametrize("body", NOT_UTF8, ids=["latin-1-string", "binary"])
+@pytest.mark.parametrize("method, path", [("post", "finish"), ("post", "logs"),
+                                          ("post", "heartbeat"), ("post", "controls"),
+                                          ("put", "state")])
+def test_a_json_body_that_is_not_utf8_is_a_4xx_and_changes_nothing(user, worker, claimed,
+                                                                    method, path, body):
+    job_id, lease, _, _ = claimed
+    r = getattr(worker, method)(f"/v1/worker/jobs/{job_id}/{path}", content=body,
+                                headers={**lease, "Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text
+    assert "detail" in r.json()
+    if path == "finish":  # parsed by the route itself: a 422 naming the body, not echoing it
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"], r.text
+        assert r.json()["detail"][0]["input"] == {}
+    job = user.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["error"], job["step"]) == ("running", None, 0)
+
+
 def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, make_client):
     job_id, stale, _, _ = claimed
     time.sleep(LEASE_S + 1.0)  # the lease expires; the reaper (every 0.3 s) requeues the job

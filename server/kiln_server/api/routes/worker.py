@@ -271,11 +271,15 @@ _FINISH_BODY = {"requestBody": {"required": True, "content": {
 
 
 def _finish_from_json(raw: str | bytes, where: list[str]) -> Finish:
+    """The Finish in ``raw``; a 422 at ``where`` if it is not one. Malformed JSON (or bytes
+    that are not UTF-8) is not echoed back: its ``input`` would be the whole body."""
     try:
         return Finish.model_validate_json(raw)
     except ValidationError as e:
-        raise RequestValidationError([{**err, "loc": (*where, *err["loc"])}
-                                      for err in e.errors(include_url=False)]) from None
+        raise RequestValidationError([
+            {**err, "loc": (*where, *err["loc"]),
+             **({"input": {}} if err["type"] == "json_invalid" else {})}
+            for err in e.errors(include_url=False)]) from None
 
 
 async def _read_finish(request: Request, blobs: BlobStore, settings: Settings
