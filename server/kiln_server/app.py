@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 
 from . import migrate
-from .api.routes import datasets, jobs, system, worker
+from .api.routes import datasets, jobs, system, worker, workers
 from .blobs import BlobStore
 from .db import make_engine, make_sessionmaker, session_scope
 from .errors import install_handlers
@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.wakeups = Wakeups()
     install_handlers(app)
     v1 = APIRouter(prefix="/v1")
-    for module in (datasets, jobs, worker):
+    for module in (datasets, jobs, workers, worker):
         v1.include_router(module.router)
     app.include_router(system.router)
     app.include_router(v1)

@@ -43,6 +43,7 @@ __all__ = [
     "TokenPublic",
     "WorkerPublic",
     "WorkerRegister",
+    "WorkersPublic",
 ]
 
 METRICS = ("loss", "accuracy")
@@ -217,11 +218,24 @@ class WorkerRegister(_In):
 
 
 class WorkerPublic(_Out):
-    id: str
-    name: str
-    device: dict[str, Any]
-    created_at: datetime
-    last_seen_at: datetime
+    """A worker process: what it runs on, when it was last heard from, what it is doing."""
+
+    id: str = Field(description="the worker's id (a worker's claims name it)")
+    name: str = Field(description="the name it registered with (e.g. its host)")
+    device: dict[str, Any] = Field(description="the device it registered, e.g. "
+                                   "{'kind': 'cuda', 'name': 'H100', 'memory_bytes': …}")
+    created_at: datetime = Field(description="when it registered")
+    last_seen_at: datetime = Field(description="its last claim or heartbeat")
+    status: Literal["busy", "idle", "gone"] = Field(
+        "idle", description="busy: it holds a running job; idle: it holds none and was seen "
+        "within the last two leases; gone: not seen since (stopped, or lost)")
+    job_id: str | None = Field(None, description="the running job it holds; null when idle, "
+                               "and when the job is another user's (unless you are an admin)")
+
+
+class WorkersPublic(BaseModel):
+    data: list[WorkerPublic] = Field(description="last seen first")
+    count: int = Field(description="how many workers are listed")
 
 
 class ClaimRequest(_In):
