@@ -5,13 +5,13 @@
     val, grads = withgradient(lambda m: losses.logitcrossentropy(m(x), y), model)
 """
 
-from . import activations, init, losses, random, schedules
+from . import activations, init, json_schema, losses, random, schedules
 from ._backend import DeviceError
 from ._grad import GradientError, gradient, withgradient
 from ._malloc import keep_freed_memory
 from ._onehot import onecold, onehot
 from ._spec import SpecError
-from ._tree import Layers, PathError, Tangent, getpath, leaves, params, paths
+from ._tree import Layers, PathError, Tangent, getpath, leaves, near_paths, params, paths
 from .activations import (
     celu,
     elu,
@@ -35,6 +35,7 @@ from .activations import (
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import DataLoader
 from .device import cpu, gpu, to_device
+from .json_schema import model_schema, optimiser_schema, schedule_schema
 from .layers import (
     GRU,
     LSTM,
@@ -219,6 +220,7 @@ __all__ = [
     "hardtanh",
     "identity",
     "init",
+    "json_schema",
     "leakyrelu",
     "leaves",
     "load_checkpoint",
@@ -228,9 +230,12 @@ __all__ = [
     "logsoftmax",
     "losses",
     "model_from_spec",
+    "model_schema",
     "model_to_spec",
+    "near_paths",
     "onecold",
     "onehot",
+    "optimiser_schema",
     "params",
     "paths",
     "patience",
@@ -240,6 +245,7 @@ __all__ = [
     "relu6",
     "save_checkpoint",
     "save_weights",
+    "schedule_schema",
     "schedules",
     "selu",
     "setup",

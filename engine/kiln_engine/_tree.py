@@ -30,6 +30,7 @@ __all__ = [
     "is_tree",
     "leaves",
     "map_arrays",
+    "near_paths",
     "params",
     "paths",
 ]
@@ -268,6 +269,39 @@ def paths(tree: Any, *, prefix: str = "") -> list[str]:
     return out
 
 
+#: Path segments that only step into a layer's sublayers (``Chain.layers``,
+#: ``Parallel.layers``, ``SkipConnection.layer``): people leave them out (``enc`` for
+#: ``layers.enc``), so :func:`near_paths` matches paths without them.
+CONTAINER_SEGMENTS = frozenset({"layers", "layer"})
+
+
+def _without_containers(path: str) -> str:
+    return ".".join(p for p in path.split(".") if p not in CONTAINER_SEGMENTS)
+
+
+def near_paths(path: str, valid: list[str], n: int = 3) -> list[str]:
+    """The paths of ``valid`` that ``path`` most likely meant (at most ``n``, best first).
+
+    Those equal to it once the container segments are left out of both come first
+    (``enc.0`` means ``layers.enc.layers.0``); failing those, close spellings of it, with
+    and without the container segments (``layers.encc``, ``encc``).
+    """
+    if not isinstance(path, str):
+        return []
+    bare, last = _without_containers(path), path.rsplit(".", 1)[-1]
+    same = [p for p in valid if p and _without_containers(p) == bare]
+    if same:  # 'layers.enc' for 'enc', rather than its container 'layers.enc.layers' too
+        return ([p for p in same if p.rsplit(".", 1)[-1] == last] or same)[:n]
+    by_bare: dict[str, str] = {}
+    for p in valid:
+        by_bare.setdefault(_without_containers(p), p)
+    near = [by_bare[b] for b in difflib.get_close_matches(bare, list(by_bare), n=n, cutoff=0.6)]
+    for p in difflib.get_close_matches(path, valid, n=n, cutoff=0.6):
+        if p not in near:
+            near.append(p)
+    return near[:n]
+
+
 class PathError(KeyError):
     """A dotted path that names nothing in the tree; the message names the nearest valid ones."""
 
@@ -287,7 +321,7 @@ def getpath(tree: Any, path: str) -> Any:
         found = dict(children(node))
         if part not in found:
             valid = [p for p in paths(tree) if p]
-            near = difflib.get_close_matches(path, valid, n=3, cutoff=0.5)
+            near = near_paths(path, valid)
             here = ".".join(walked) or "the root"
             hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
             raise PathError(

@@ -20,12 +20,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ._spec import SpecError, check_keys, get_choice, get_float, get_int, join
+from ._spec import (
+    Check,
+    SpecError,
+    accepts,
+    check_keys,
+    described,
+    get_choice,
+    get_float,
+    get_int,
+    integer_schema,
+    join,
+    number_schema,
+    object_schema,
+    ref,
+    summary,
+    union,
+)
 
 __all__ = [
     "SCHEDULES",
@@ -47,24 +62,29 @@ __all__ = [
     "Triangle",
     "TriangleDecay2",
     "TriangleExp",
+    "schedule_schemas",
 ]
 
-#: A field check: ``(spec, key, path) -> normalised value``, raising SpecError at the path.
-Check = Callable[[dict, str, str], Any]
+# A field check is a Check: ``(spec, key, path) -> normalised value``, raising SpecError
+# at the path, with the JSON Schema of the values it accepts.
 
-
+@accepts(number_schema())
 def _number(spec: dict, key: str, path: str) -> float:
     return get_float(spec, key, path)
 
 
+@accepts(number_schema(minimum=0.0, exclusive_minimum=True))
 def _positive(spec: dict, key: str, path: str) -> float:
     return get_float(spec, key, path, minimum=0.0, exclusive_minimum=True)
 
 
+@accepts(number_schema(minimum=0.0))
 def _nonnegative(spec: dict, key: str, path: str) -> float:
     return get_float(spec, key, path, minimum=0.0)
 
 
+@accepts(number_schema(minimum=0.0, maximum=1.0, exclusive_minimum=True,
+                       exclusive_maximum=True))
 def _fraction(spec: dict, key: str, path: str) -> float:
     v = get_float(spec, key, path)
     if not 0 < v < 1:
@@ -72,14 +92,17 @@ def _fraction(spec: dict, key: str, path: str) -> float:
     return v
 
 
+@accepts(integer_schema(1))
 def _posint(spec: dict, key: str, path: str) -> int:
     return get_int(spec, key, path)
 
 
+@accepts(integer_schema(0))
 def _count(spec: dict, key: str, path: str) -> int:
     return get_int(spec, key, path, minimum=0)
 
 
+@accepts({"type": "boolean"})
 def _bool(spec: dict, key: str, path: str) -> bool:
     v = spec[key]
     if not isinstance(v, bool):
@@ -87,6 +110,7 @@ def _bool(spec: dict, key: str, path: str) -> bool:
     return v
 
 
+@accepts({"type": "string", "minLength": 1})
 def _name(spec: dict, key: str, path: str) -> str:
     v = spec[key]
     if not isinstance(v, str) or not v:
@@ -95,14 +119,18 @@ def _name(spec: dict, key: str, path: str) -> str:
 
 
 def _choice(*options: str) -> Check:
-    return lambda spec, key, path: get_choice(spec, key, path, list(options))
+    return Check(lambda spec, key, path: get_choice(spec, key, path, list(options)),
+                 {"type": "string", "enum": list(options)})
 
 
+@accepts(ref("ScheduleSpec"))
 def _schedule(spec: dict, key: str, path: str) -> Schedule:
     v = spec[key]
     return v if isinstance(v, Schedule) else Schedule.from_spec(v, join(path, key))
 
 
+@accepts({"type": "array", "minItems": 1, "items": {"anyOf": [
+    {"type": "number", "description": "a constant"}, ref("ScheduleSpec")]}})
 def _schedules(spec: dict, key: str, path: str) -> tuple[Schedule, ...]:
     """A non-empty list of schedules; a bare number stands for ``Constant(number)``."""
     v = spec[key]
@@ -118,6 +146,8 @@ def _schedules(spec: dict, key: str, path: str) -> tuple[Schedule, ...]:
     return tuple(out)
 
 
+@accepts({"anyOf": [integer_schema(1),
+                   {"type": "array", "minItems": 1, "items": integer_schema(1)}]})
 def _step_sizes(spec: dict, key: str, path: str) -> int | tuple[int, ...]:
     """One positive integer (repeat forever) or a non-empty list of them."""
     v = spec[key]
@@ -584,3 +614,25 @@ SCHEDULES: dict[str, type[Schedule]] = {
         Step, Exp, Poly, Inv, Triangle, TriangleDecay2, TriangleExp, Sin, SinDecay2, SinExp,
         CosAnneal, Constant, OneCycle, Sequence, Shifted, Interpolator, ReduceOnPlateau)
 }
+
+
+def schedule_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema definitions of a schedule spec, from ``SCHEDULES`` and each
+    class's ``checks``: ``ScheduleSpec`` (one of the ``<Type>Schedule`` definitions, by
+    ``type``). References are to ``#/$defs/<name>``."""
+    names = {name: f"{name}Schedule" for name in SCHEDULES}
+    out = {"ScheduleSpec": union("type", names, "A schedule of the learning rate, by step "
+                                 "(the first step is 1): {\"type\": \"Exp\", \"start\": "
+                                 "0.01, \"decay\": 0.999}.")}
+    for name, cls in SCHEDULES.items():
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        props = {}
+        for f in fields:
+            schema = cls.checks[f.name].schema
+            if f.default is None:  # an optional field: null is its default
+                schema = {"anyOf": [schema, {"type": "null"}]}
+            props[f.name] = described(schema, default=... if f.default is dataclasses.MISSING
+                                      else _encode(f.default))
+        required = [f.name for f in fields if f.default is dataclasses.MISSING]
+        out[names[name]] = object_schema("type", name, props, required, summary(cls))
+    return out

@@ -7,19 +7,22 @@ from ``x``. ``apply`` may update the state's arrays in place but never ``x`` or 
 A step of None means "no update this time" (AccumGrad between accumulations).
 
 Every hyper-parameter is checked by name through :data:`CHECKS`, so the constructor,
-``adjust`` and the JSON specs all refuse the same bad values with the same words.
+``adjust`` and the JSON specs all refuse the same bad values with the same words. Each
+check carries the JSON Schema of what it accepts, and :data:`DESCRIPTIONS` says what
+each name means, for the documented optimiser schema (``json_schema``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["CHECKS", "HyperError", "Rule", "cast", "cast_eps"]
+from .._spec import Check, accepts
+
+__all__ = ["CHECKS", "DESCRIPTIONS", "HyperError", "Rule", "cast", "cast_eps"]
 
 
 class HyperError(ValueError):
@@ -42,6 +45,15 @@ def _finite(v: Any) -> float:
     return v
 
 
+_NONNEGATIVE = {"type": "number", "minimum": 0}
+_DECAY = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
+
+
+def _pair_of(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item, "minItems": 2, "maxItems": 2}
+
+
+@accepts(_NONNEGATIVE)
 def nonnegative(v: Any) -> float:
     """A finite number >= 0 (learning rates, epsilons, decay strengths)."""
     v = _finite(v)
@@ -50,6 +62,7 @@ def nonnegative(v: Any) -> float:
     return v
 
 
+@accepts({"type": "number", "exclusiveMinimum": 0})
 def positive(v: Any) -> float:
     """A finite number > 0 (clipping thresholds)."""
     v = _finite(v)
@@ -58,6 +71,7 @@ def positive(v: Any) -> float:
     return v
 
 
+@accepts(_DECAY)
 def decay(v: Any) -> float:
     """A decay factor in [0, 1)."""
     v = _finite(v)
@@ -72,6 +86,7 @@ def _pair(v: Any) -> tuple[Any, Any]:
     return v[0], v[1]
 
 
+@accepts(_pair_of(_DECAY))
 def betas(v: Any) -> tuple[float, float]:
     """Two decay factors, each in [0, 1)."""
     a, b = _pair(v)
@@ -81,6 +96,7 @@ def betas(v: Any) -> tuple[float, float]:
         raise HyperError(f"must be a pair of numbers in [0, 1); got {v!r} ({e})") from None
 
 
+@accepts(_pair_of({"type": "number", "exclusiveMinimum": 0}))
 def scales(v: Any) -> tuple[float, float]:
     """Rprop's (decrease, increase) factors: 0 < decrease < 1 < increase."""
     a, b = (_finite(e) for e in _pair(v))
@@ -90,6 +106,7 @@ def scales(v: Any) -> tuple[float, float]:
     return a, b
 
 
+@accepts(_pair_of(_NONNEGATIVE))
 def bounds(v: Any) -> tuple[float, float]:
     """Rprop's (smallest, largest) step: 0 <= smallest <= largest."""
     a, b = (_finite(e) for e in _pair(v))
@@ -98,6 +115,7 @@ def bounds(v: Any) -> tuple[float, float]:
     return a, b
 
 
+@accepts({"anyOf": [{"type": "number", "minimum": 1}, {"const": "inf"}]})
 def pnorm(v: Any) -> float:
     """The p of a p-norm: a number >= 1, or inf (the largest absolute value)."""
     if v == "inf":
@@ -108,6 +126,7 @@ def pnorm(v: Any) -> float:
     return v
 
 
+@accepts({"type": "boolean"})
 def flag(v: Any) -> bool:
     """True or False (numpy booleans allowed, integers not)."""
     if not isinstance(v, (bool, np.bool_)):
@@ -115,6 +134,7 @@ def flag(v: Any) -> bool:
     return bool(v)
 
 
+@accepts({"type": "integer", "minimum": 1})
 def count(v: Any) -> int:
     """An integer >= 1."""
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -123,11 +143,30 @@ def count(v: Any) -> int:
 
 
 #: The check for every hyper-parameter name used by a rule.
-CHECKS: dict[str, Callable[[Any], Any]] = {
+CHECKS: dict[str, Check] = {
     "eta": nonnegative, "epsilon": nonnegative, "lambda_": nonnegative,
     "rho": decay, "beta": betas, "ell": scales, "gamma": bounds,
     "delta": positive, "omega": positive, "p": pnorm, "n": count,
     "centred": flag, "couple": flag, "throw": flag,
+}
+
+#: What every hyper-parameter name means, for the documented schema.
+DESCRIPTIONS: dict[str, str] = {
+    "eta": "the learning rate",
+    "epsilon": "added to the denominator, for stability",
+    "lambda_": "the strength of the decay",
+    "rho": "the decay of the running average (momentum)",
+    "beta": "[beta1, beta2]: the decays of the first and second moment estimates",
+    "ell": "[decrease, increase], 0 < decrease < 1 < increase: the factors of a step size "
+           "when the gradient's sign flips and while it holds",
+    "gamma": "[smallest, largest]: the bounds of a step size, 0 <= smallest <= largest",
+    "delta": "clip each gradient entry to [-delta, delta]",
+    "omega": "rescale a gradient whose p-norm is above omega to omega",
+    "p": "the p of the norm (\"inf\": the largest absolute entry)",
+    "n": "how many gradients to accumulate before a step",
+    "centred": "normalise by the gradient's variance rather than its second moment",
+    "couple": "scale the weight decay by the learning rate",
+    "throw": "fail on a gradient whose norm is not finite (false: clip it anyway)",
 }
 
 

@@ -13,8 +13,18 @@ import dataclasses
 import math
 from typing import Any
 
-from .._spec import SpecError, check_keys, get_choice, join
-from ._rule import CHECKS, HyperError, Rule
+from .._spec import (
+    SpecError,
+    check_keys,
+    described,
+    get_choice,
+    join,
+    object_schema,
+    ref,
+    summary,
+    union,
+)
+from ._rule import CHECKS, DESCRIPTIONS, HyperError, Rule
 from .chain import OptimiserChain
 from .modifiers import AccumGrad, ClipGrad, ClipNorm, SignDecay, WeightDecay
 from .rules import (
@@ -36,7 +46,8 @@ from .rules import (
     Rprop,
 )
 
-__all__ = ["RULES", "hyper_from_json", "rule_from_spec", "rule_to_spec"]
+__all__ = ["ALIASES", "RULES", "hyper_from_json", "rule_from_spec", "rule_schemas",
+           "rule_to_spec"]
 
 # JSON spells a hyper-parameter as Optimisers.jl does; Python needs a trailing underscore
 # where that name is a keyword (``lambda`` -> ``lambda_``).
@@ -54,6 +65,11 @@ RULES: dict[str, type[Rule]] = {cls.__name__: cls for cls in (
     AdaDelta, AMSGrad, NAdam, AdaBelief, Lion,
     WeightDecay, SignDecay, ClipGrad, ClipNorm, AccumGrad, OptimiserChain,
 )}
+
+#: Other libraries' names for a rule (lower case), suggested when a spec names one:
+#: ``{"rule": "SGD"}`` gets "did you mean 'Descent'?". Names that differ only in case
+#: (``RMSprop``, ``Adagrad``) need no entry.
+ALIASES: dict[str, str] = {"sgd": "Descent"}
 
 
 def _json(v: Any) -> Any:
@@ -79,7 +95,7 @@ def rule_from_spec(spec: Any, path: str = "optimiser") -> Rule:
     if not isinstance(spec, dict):
         raise SpecError(path, f"must be an object such as {{\"rule\": \"Adam\"}}; got "
                               f"{type(spec).__name__}")
-    cls = get_choice(spec, "rule", path, RULES)
+    cls = get_choice(spec, "rule", path, RULES, aliases=ALIASES)
     if cls is OptimiserChain:
         check_keys(spec, path, {"rule", "rules"}, required=("rules",))
         members = spec["rules"]
@@ -88,15 +104,42 @@ def rule_from_spec(spec: Any, path: str = "optimiser") -> Rule:
                                                  f"{type(members).__name__}")
         return OptimiserChain(*(rule_from_spec(m, join(join(path, "rules"), i))
                                 for i, m in enumerate(members)))
-    fields = dataclasses.fields(cls)
-    names = {_TO_JSON.get(f.name, f.name): f.name for f in fields}
-    required = tuple(k for k, f in zip(names, fields) if f.default is dataclasses.MISSING)
-    check_keys(spec, path, {"rule", *names}, required=required)
+    fields = _hyper_fields(cls)
+    required = tuple(k for k, f in fields.items() if f.default is dataclasses.MISSING)
+    check_keys(spec, path, {"rule", *fields}, required=required)
     kwargs = {}
-    for key, name in names.items():
+    for key, f in fields.items():
         if key in spec:
             try:
-                kwargs[name] = CHECKS[name](spec[key])
+                kwargs[f.name] = CHECKS[f.name](spec[key])
             except HyperError as e:
                 raise SpecError(join(path, key), str(e)) from None
     return cls(**kwargs)
+
+
+def _hyper_fields(cls: type[Rule]) -> dict[str, dataclasses.Field]:
+    """A rule's hyper-parameters by their JSON names."""
+    return {_TO_JSON.get(f.name, f.name): f for f in dataclasses.fields(cls)}
+
+
+def rule_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema definitions of an optimiser spec, from ``RULES`` and ``CHECKS``:
+    ``OptimiserSpec`` (one of the ``<Rule>Rule`` definitions, by ``rule``). References
+    are to ``#/$defs/<name>``."""
+    rules = {name: f"{name}Rule" for name in RULES}
+    out = {"OptimiserSpec": union("rule", rules, "An optimisation rule, {\"rule\": \"Adam\", "
+                                  "\"eta\": 0.001}; hyper-parameters left out take their "
+                                  "defaults. OptimiserChain applies several in turn.")}
+    for name, cls in RULES.items():
+        if cls is OptimiserChain:
+            props = {"rules": {"type": "array", "items": ref("OptimiserSpec"), "description":
+                               "each rule transforms the step the previous one made"}}
+            required = ["rules"]
+        else:
+            fields = _hyper_fields(cls)
+            props = {key: described(CHECKS[f.name].schema, DESCRIPTIONS[f.name],
+                                    ... if f.default is dataclasses.MISSING else _json(f.default))
+                     for key, f in fields.items()}
+            required = [k for k, f in fields.items() if f.default is dataclasses.MISSING]
+        out[rules[name]] = object_schema("rule", name, props, required, summary(cls))
+    return out

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._spec import SpecError, check_keys, get_int, join
+from .._spec import SpecError, check_keys, described, get_int, integer_schema, join
 from ..activations import ACTIVATIONS
 from ..init import INITIALISERS
 from ..layers import (
@@ -64,7 +64,14 @@ def _dtype(v: dict[str, Any]) -> np.dtype:
 def _init_field(name: str = "init", choices: dict = INITIALISERS,
                 default: str = "glorot_uniform") -> Field:
     """An initialiser by name: a build-only option, since a built layer forgets it."""
-    return choice_field(name, choices, None, default=default)
+    return choice_field(name, choices, None, default=default,
+                        description="how the weights start (model_to_spec leaves it out)")
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` or null (for a field whose null means its default)."""
+    either = schema["anyOf"] if list(schema) == ["anyOf"] else [schema]
+    return {"anyOf": [*either, {"type": "null"}]}
 
 
 def _active_field() -> Field:
@@ -76,7 +83,16 @@ def _active_field() -> Field:
                             f"must be true, false or null (automatic); got {v!r}")
         return v
 
-    return Field("active", parse, lambda layer, path: layer.active)
+    return Field("active", parse, lambda layer, path: layer.active, schema=described(
+        _nullable({"type": "boolean"}), "null: active in training only; true or false: "
+        "always or never", None))
+
+
+def _ints_or_int_schema(minimum: int | None, required: bool) -> dict[str, Any]:
+    """What :func:`_ints_or_int` accepts."""
+    one = {"type": "integer"} if minimum is None else integer_schema(minimum)
+    either = {"anyOf": [one, {"type": "array", "items": one, "minItems": 1}]}
+    return either if required else _nullable(either)
 
 
 def _ints_or_int(name: str, *, what: str, minimum: int | None,
@@ -112,12 +128,16 @@ def _batchnorm_arrays(v: dict[str, Any]) -> list[PlannedArray]:
 
 # --- Dense, Embedding -------------------------------------------------------------------
 
+def _bias_field(dump: Callable[[Any], bool] = lambda m: m.bias is not None) -> Field:
+    return bool_field("bias", dump, default=True, description="whether the layer adds a bias")
+
+
 register(LayerSpec(
     Dense,
-    (int_field("in", lambda m: m.in_features), int_field("out", lambda m: m.out_features),
-     activation_field(lambda m: m.activation),
-     bool_field("bias", lambda m: m.bias is not None, default=True),
-     _init_field(), dtype_field(lambda m: m.weight)),
+    (int_field("in", lambda m: m.in_features, description="input features"),
+     int_field("out", lambda m: m.out_features, description="output features"),
+     activation_field(lambda m: m.activation), _bias_field(), _init_field(),
+     dtype_field(lambda m: m.weight)),
     build=lambda v, rng: Dense(v["in"], v["out"], ACTIVATIONS[v["activation"]], bias=v["bias"],
                                init=INITIALISERS[v["init"]], dtype=_dtype(v), rng=rng),
     arrays=lambda v: [("weight", (v["out"], v["in"]), v["dtype"])]
@@ -129,7 +149,9 @@ _EMBEDDING_INITS: dict[str, Callable | None] = {"normal": None, **INITIALISERS}
 
 register(LayerSpec(
     Embedding,
-    (int_field("vocab", lambda m: m.vocab), int_field("dim", lambda m: m.dim),
+    (int_field("vocab", lambda m: m.vocab, description="how many tokens (inputs are ids in "
+               "0..vocab-1)"),
+     int_field("dim", lambda m: m.dim, description="the size of each token's vector"),
      _init_field(choices=_EMBEDDING_INITS, default="normal"), dtype_field(lambda m: m.weight)),
     build=lambda v, rng: Embedding(v["vocab"], v["dim"], init=_EMBEDDING_INITS[v["init"]],
                                    dtype=_dtype(v), rng=rng),
@@ -139,10 +161,12 @@ register(LayerSpec(
 # --- convolution and pooling (2-d, NCHW) ------------------------------------------------
 
 def _pair_field(name: str, dump: Callable[[Any], tuple[int, int]], *, default: Any = ...,
-                minimum: int = 1) -> Field:
+                minimum: int = 1, description: str) -> Field:
     """An integer or a [height, width] pair, each >= ``minimum``; parsed as the pair.
     Absent or null means ``default`` (``...``: required)."""
     kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    one = integer_schema(minimum)
+    pair = {"anyOf": [one, {"type": "array", "items": one, "minItems": 2, "maxItems": 2}]}
 
     def parse(spec: dict, path: str) -> list[int] | None:
         v = spec.get(name)
@@ -156,7 +180,10 @@ def _pair_field(name: str, dump: Callable[[Any], tuple[int, int]], *, default: A
             raise SpecError(join(path, name), f"must be {kind} or a pair of them; got {v!r}")
         return list(items)
 
-    return Field(name, parse, lambda layer, path: list(dump(layer)))
+    return Field(name, parse, lambda layer, path: list(dump(layer)), required=default is ...,
+                 schema=described(pair if default is ... else _nullable(pair),
+                                  f"{description} (one number for both, or [height, width])",
+                                  default))
 
 
 def _pad_field(dump: Callable[[Any], tuple[int, ...]]) -> Field:
@@ -174,19 +201,29 @@ def _pad_field(dump: Callable[[Any], tuple[int, ...]]) -> Field:
                             f"[top, bottom, left, right] or \"same\"; got {v!r}")
         return items
 
-    return Field("pad", parse, lambda layer, path: list(dump(layer)))
+    side = integer_schema(0)
+    schema = {"anyOf": [side, {"type": "array", "items": side, "minItems": 2, "maxItems": 2},
+                        {"type": "array", "items": side, "minItems": 4, "maxItems": 4},
+                        {"const": "same"}]}
+    return Field("pad", parse, lambda layer, path: list(dump(layer)), schema=described(
+        schema, "zeros added around the input: one number for every side, [height, width], "
+        "[top, bottom, left, right], or \"same\" (the output keeps the input's size / stride)",
+        0))
 
 
 def _conv_fields(*extra: Field) -> tuple[Field, ...]:
-    return (_pair_field("kernel", lambda m: m.geometry.kernel),
-            int_field("in", lambda m: m.in_channels), int_field("out", lambda m: m.out_channels),
+    return (_pair_field("kernel", lambda m: m.geometry.kernel, description="the kernel's size"),
+            int_field("in", lambda m: m.in_channels, description="input channels"),
+            int_field("out", lambda m: m.out_channels, description="output channels"),
             activation_field(lambda m: m.activation),
-            _pair_field("stride", lambda m: m.geometry.stride, default=[1, 1]),
+            _pair_field("stride", lambda m: m.geometry.stride, default=[1, 1],
+                        description="the step between windows"),
             _pad_field(lambda m: m.geometry.pad),
-            _pair_field("dilation", lambda m: m.geometry.dilation, default=[1, 1]),
-            int_field("groups", lambda m: m.geometry.groups, default=1), *extra,
-            bool_field("bias", lambda m: m.bias is not None, default=True),
-            _init_field(), dtype_field(lambda m: m.weight))
+            _pair_field("dilation", lambda m: m.geometry.dilation, default=[1, 1],
+                        description="the spacing of the kernel's taps"),
+            int_field("groups", lambda m: m.geometry.groups, default=1,
+                      description="channel groups; must divide in and out"), *extra,
+            _bias_field(), _init_field(), dtype_field(lambda m: m.weight))
 
 
 def _check_conv(v: dict[str, Any], path: str) -> None:
@@ -234,7 +271,8 @@ register(LayerSpec(Conv, _conv_fields(), _conv_build(Conv), _conv_arrays(False),
 register(LayerSpec(
     ConvTranspose,
     _conv_fields(_pair_field("output_padding", lambda m: m.output_padding, default=[0, 0],
-                             minimum=0)),
+                             minimum=0, description="rows and columns added to one side of "
+                             "the output; smaller than the stride or the dilation")),
     _conv_build(ConvTranspose, output_padding=lambda v: tuple(v["output_padding"])),
     _conv_arrays(True), _check_conv_transpose,
 ))
@@ -253,8 +291,9 @@ def _pool_spec(cls: type) -> LayerSpec:
         return cls(tuple(v["window"]), stride=None if v["stride"] is None else tuple(v["stride"]),
                    pad=v["pad"] if v["pad"] == "same" else tuple(v["pad"]))
 
-    fields = (_pair_field("window", lambda m: m.window),
-              _pair_field("stride", lambda m: m.stride, default=None),
+    fields = (_pair_field("window", lambda m: m.window, description="the window's size"),
+              _pair_field("stride", lambda m: m.stride, default=None,
+                          description="the step between windows; null: the window"),
               _pad_field(lambda m: m.pad))
     return LayerSpec(cls, fields, build, check=_check_pool)
 
@@ -274,10 +313,13 @@ register(_fieldless_spec(Flatten))
 
 register(LayerSpec(
     Dropout,
-    (float_field("p", lambda m: m.p, minimum=0.0, maximum=1.0),
+    (float_field("p", lambda m: m.p, minimum=0.0, maximum=1.0,
+                 description="the probability of dropping each entry"),
      Field("dims", _ints_or_int("dims", what="null, an integer or a non-empty list of integers",
                                 minimum=None, required=False),
-           lambda m, path: None if m.dims is None else list(m.dims)),
+           lambda m, path: None if m.dims is None else list(m.dims),
+           schema=described(_ints_or_int_schema(None, required=False), "the axes along which "
+                            "the mask varies (it is shared along the others); null: all", None)),
      _active_field()),
     build=lambda v, rng: Dropout(v["p"], dims=None if v["dims"] is None else tuple(v["dims"]),
                                  rng=rng, active=v["active"]),
@@ -285,20 +327,34 @@ register(LayerSpec(
 
 register(LayerSpec(
     AlphaDropout,
-    (float_field("p", lambda m: m.p, minimum=0.0, maximum=1.0, exclusive_maximum=True),
+    (float_field("p", lambda m: m.p, minimum=0.0, maximum=1.0, exclusive_maximum=True,
+                 description="the probability of dropping each entry"),
      _active_field()),
     build=lambda v, rng: AlphaDropout(v["p"], rng=rng, active=v["active"]),
 ))
 
 # --- normalisation ----------------------------------------------------------------------
 
+def _eps_field() -> Field:
+    return float_field("eps", lambda m: m.eps, default=1e-5, minimum=0.0, exclusive_minimum=True,
+                       description="added to the variance before its square root")
+
+
+def _affine_field() -> Field:
+    return bool_field("affine", lambda m: m.weight is not None, default=True,
+                      description="learn a scale and a shift")
+
+
 register(LayerSpec(
     BatchNorm,
-    (int_field("channels", lambda m: m.channels), activation_field(lambda m: m.activation),
-     float_field("eps", lambda m: m.eps, default=1e-5, minimum=0.0, exclusive_minimum=True),
-     float_field("momentum", lambda m: m.momentum, default=0.1, minimum=0.0, maximum=1.0),
-     bool_field("affine", lambda m: m.weight is not None, default=True),
-     bool_field("track_stats", lambda m: m.running_mean is not None, default=True),
+    (int_field("channels", lambda m: m.channels,
+               description="the size of axis 1 (channels of NCHW, features of (batch, n))"),
+     activation_field(lambda m: m.activation), _eps_field(),
+     float_field("momentum", lambda m: m.momentum, default=0.1, minimum=0.0, maximum=1.0,
+                 description="the weight of each batch in the running statistics"),
+     _affine_field(),
+     bool_field("track_stats", lambda m: m.running_mean is not None, default=True,
+                description="keep running statistics to normalise with outside training"),
      _active_field(),
      dtype_field(lambda m: m.weight if m.weight is not None else m.running_mean)),
     build=lambda v, rng: BatchNorm(
@@ -311,10 +367,10 @@ register(LayerSpec(
     LayerNorm,
     (Field("size", _ints_or_int("size", what="a positive integer or a non-empty list of them",
                                 minimum=1, required=True),
-           lambda m, path: m.size[0] if len(m.size) == 1 else list(m.size)),
-     activation_field(lambda m: m.activation),
-     float_field("eps", lambda m: m.eps, default=1e-5, minimum=0.0, exclusive_minimum=True),
-     bool_field("affine", lambda m: m.weight is not None, default=True),
+           lambda m, path: m.size[0] if len(m.size) == 1 else list(m.size), required=True,
+           schema=described(_ints_or_int_schema(1, required=True),
+                            "the shape of the trailing axes normalised over")),
+     activation_field(lambda m: m.activation), _eps_field(), _affine_field(),
      dtype_field(lambda m: m.weight)),
     build=lambda v, rng: LayerNorm(tuple(v["size"]), ACTIVATIONS[v["activation"]], eps=v["eps"],
                                    affine=v["affine"], dtype=_dtype(v)),
@@ -325,10 +381,11 @@ register(LayerSpec(
 
 def _recurrent(cls: type, gates: int, *, activation: bool) -> LayerSpec:
     """RNN (with an activation), LSTM and GRU: ``gates`` stacked blocks of ``out`` rows."""
-    fields = [int_field("in", lambda m: m.in_features), int_field("out", lambda m: m.out_features)]
+    fields = [int_field("in", lambda m: m.in_features, description="input features per step"),
+              int_field("out", lambda m: m.out_features, description="the state's size")]
     if activation:
         fields.append(activation_field(lambda m: m.activation, default="tanh"))
-    fields += [bool_field("bias", lambda m: m.bias_ih is not None, default=True),
+    fields += [_bias_field(lambda m: m.bias_ih is not None),
                _init_field("init_kernel"), _init_field("init_recurrent_kernel"),
                dtype_field(lambda m: m.weight_ih)]
 
@@ -396,7 +453,14 @@ def _connection(v: str | dict) -> Callable:
     return _BINARY[v] if isinstance(v, str) else concat(v["axis"])
 
 
-_CONNECTION_FIELD = Field("connection", _parse_connection, _dump_connection)
+_CONNECTION_FIELD = Field(
+    "connection", _parse_connection, _dump_connection, required=True, schema=described(
+        {"anyOf": [{"type": "string", "enum": [*_BINARY, "concat"]},
+                   {"type": "object", "properties": {"type": {"const": "concat"},
+                                                     "axis": integer_schema(-64)},
+                    "required": ["type"], "additionalProperties": False}]},
+        "how the branches' outputs join: added, multiplied, or concatenated along axis "
+        "(default -1)"))
 
 register(LayerSpec(
     SkipConnection,

@@ -20,16 +20,31 @@ hold, from which parameters are counted without building anything.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .._spec import SpecError, check_keys, get_bool, get_choice, get_float, get_int, join
+from .._spec import (
+    SpecError,
+    check_keys,
+    described,
+    did_you_mean,
+    get_bool,
+    get_choice,
+    get_float,
+    get_int,
+    integer_schema,
+    join,
+    number_schema,
+    object_schema,
+    ref,
+    summary,
+    union,
+)
 from ..activations import ACTIVATIONS
 from ..layers import Layer
 
@@ -49,6 +64,7 @@ __all__ = [
     "function_name",
     "int_field",
     "layer_field",
+    "layer_schemas",
     "layers_field",
     "model_from_spec",
     "model_to_spec",
@@ -72,12 +88,18 @@ class Field:
     None marks a build-only option such as ``init``, which a built model does not
     remember. A ``nested`` field holds sublayers, in the layer attribute of the same
     name, so their arrays' dotted paths start with it (``layers.enc.weight``).
+
+    ``schema`` is the JSON Schema of the values ``parse`` accepts (with the default and
+    a description where they help), and ``required`` whether the spec must hold the field:
+    ``json_schema`` assembles the documented model schema from them.
     """
 
     name: str
     parse: Callable[[dict, str], Any]
     dump: Callable[[Any, str], Any] | None
     nested: bool = False
+    schema: dict[str, Any] = field(kw_only=True)
+    required: bool = field(default=False, kw_only=True)
 
 
 def _no_arrays(values: dict[str, Any]) -> list[PlannedArray]:
@@ -120,31 +142,41 @@ def register(entry: LayerSpec) -> None:
 # --- field kinds ------------------------------------------------------------------------
 
 def int_field(name: str, dump: Callable[[Any], int], *, default: Any = ...,
-              minimum: int = 1) -> Field:
+              minimum: int = 1, description: str | None = None) -> Field:
     """An integer >= ``minimum``."""
     return Field(name, lambda s, p: get_int(s, name, p, default=default, minimum=minimum),
-                 lambda layer, p: dump(layer))
+                 lambda layer, p: dump(layer),
+                 schema=described(integer_schema(minimum), description, default),
+                 required=default is ...)
 
 
 def float_field(name: str, dump: Callable[[Any], float], *, default: Any = ...,
-                **bounds: Any) -> Field:
+                description: str | None = None, **bounds: Any) -> Field:
     """A finite number within ``bounds`` (see ``_spec.get_float``)."""
     return Field(name, lambda s, p: get_float(s, name, p, default=default, **bounds),
-                 lambda layer, p: dump(layer))
+                 lambda layer, p: dump(layer),
+                 schema=described(number_schema(**bounds), description, default),
+                 required=default is ...)
 
 
-def bool_field(name: str, dump: Callable[[Any], bool], *, default: Any = ...) -> Field:
+def bool_field(name: str, dump: Callable[[Any], bool], *, default: Any = ...,
+               description: str | None = None) -> Field:
     """true or false."""
     return Field(name, lambda s, p: get_bool(s, name, p, default=default),
-                 lambda layer, p: dump(layer))
+                 lambda layer, p: dump(layer),
+                 schema=described({"type": "boolean"}, description, default),
+                 required=default is ...)
 
 
 def choice_field(name: str, choices: list[str] | tuple[str, ...] | dict,
-                 dump: Callable[[Any], str] | None, *, default: Any = ...) -> Field:
+                 dump: Callable[[Any], str] | None, *, default: Any = ...,
+                 description: str | None = None) -> Field:
     """A string naming one of ``choices``; the parsed value is the name."""
     names = list(choices)
     return Field(name, lambda s, p: get_choice(s, name, p, names, default=default),
-                 None if dump is None else lambda layer, p: dump(layer))
+                 None if dump is None else lambda layer, p: dump(layer),
+                 schema=described({"type": "string", "enum": names}, description, default),
+                 required=default is ...)
 
 
 def dtype_field(dump: Callable[[Any], Any]) -> Field:
@@ -154,14 +186,16 @@ def dtype_field(dump: Callable[[Any], Any]) -> Field:
         x = dump(layer)
         return "float32" if x is None else np.dtype(x.dtype).name
 
-    return choice_field("dtype", DTYPES, read, default="float32")
+    return choice_field("dtype", DTYPES, read, default="float32",
+                        description="the dtype of the layer's arrays")
 
 
 def activation_field(dump: Callable[[Any], Callable], *, default: str = "identity") -> Field:
     """An activation by its name in ``activations.ACTIVATIONS``."""
     return Field("activation",
                  lambda s, p: get_choice(s, "activation", p, list(ACTIVATIONS), default=default),
-                 lambda layer, p: function_name(dump(layer), join(p, "activation")))
+                 lambda layer, p: function_name(dump(layer), join(p, "activation")),
+                 schema=described(ref("Activation"), "applied to the layer's output", default))
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -196,13 +230,20 @@ def layers_field(name: str, dump: Callable[[Any], Any]) -> Field:
             return {k: _member_to_spec(m, join(here, k)) for k, m in zip(members.names, members)}
         return [_member_to_spec(m, join(here, i)) for i, m in enumerate(members)]
 
-    return Field(name, parse, dump_, nested=True)
+    members = {"anyOf": [
+        {"type": "array", "items": ref("LayerMember"), "description": "applied in order"},
+        {"type": "object", "additionalProperties": ref("LayerMember"),
+         "propertyNames": {"pattern": _NAME.pattern},
+         "description": "applied in order; the names become paths (layers.enc)"}]}
+    return Field(name, parse, dump_, nested=True, required=True,
+                 schema=described(members, "layer specs or activation names"))
 
 
 def layer_field(name: str, dump: Callable[[Any], Any]) -> Field:
     """One nested layer (or activation name), held in the layer's attribute ``name``."""
     return Field(name, lambda s, p: _parse_member(_required(s, name, p), join(p, name)),
-                 lambda layer, p: _member_to_spec(dump(layer), join(p, name)), nested=True)
+                 lambda layer, p: _member_to_spec(dump(layer), join(p, name)), nested=True,
+                 schema=ref("LayerMember"), required=True)
 
 
 def _required(spec: dict, key: str, path: str) -> Any:
@@ -242,10 +283,8 @@ def _entry(spec: dict, path: str) -> LayerSpec:
     if isinstance(kind, str) and kind in known:
         return known[kind]
     found = f"got {kind!r}" if "type" in spec else "it is missing"
-    near = difflib.get_close_matches(kind, list(known), n=1) if isinstance(kind, str) else []
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
     raise SpecError(join(path, "type"), f"must name a layer type, one of {sorted(known)}; "
-                    f"{found}{hint}")
+                    f"{found}{did_you_mean(kind, known)}")
 
 
 #: Layers nested deeper than this are refused rather than recursed into (a hostile spec
@@ -272,7 +311,7 @@ def _parse_member(spec: Any, path: str) -> _Plan | Callable:
     if isinstance(spec, str):
         if spec not in ACTIVATIONS:
             raise SpecError(path, f"must be a layer spec or an activation in "
-                            f"{sorted(ACTIVATIONS)}; got {spec!r}")
+                            f"{sorted(ACTIVATIONS)}; got {spec!r}{did_you_mean(spec, ACTIVATIONS)}")
         return ACTIVATIONS[spec]
     return _parse(spec, path)
 
@@ -387,4 +426,24 @@ def _member_to_spec(member: Any, path: str) -> dict | str:
     for f in entry.fields:
         if f.dump is not None:
             out[f.name] = f.dump(member, path)
+    return out
+
+
+# --- JSON Schema ------------------------------------------------------------------------
+
+def layer_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema definitions of a model spec, from ``LAYER_SPECS``: ``ModelSpec``
+    (one of the ``<Type>Layer`` definitions, by ``type``), ``LayerMember`` (what a
+    container holds) and ``Activation``. References are to ``#/$defs/<name>``."""
+    layers = {e.name: f"{e.name}Layer" for e in LAYER_SPECS.values()}
+    out = {"ModelSpec": union("type", layers, "A model: one layer spec, {\"type\": \"Dense\", "
+                              "...}; a Chain, Parallel or SkipConnection holds others.")}
+    for e in LAYER_SPECS.values():
+        out[layers[e.name]] = object_schema(
+            "type", e.name, {f.name: f.schema for f in e.fields},
+            [f.name for f in e.fields if f.required], summary(e.cls))
+    out["LayerMember"] = {"anyOf": [ref("ModelSpec"), ref("Activation")], "description":
+                          "a layer spec, or the name of an activation function (\"relu\")"}
+    out["Activation"] = {"type": "string", "enum": list(ACTIVATIONS),
+                         "description": "an activation function of kiln_engine.activations"}
     return out
