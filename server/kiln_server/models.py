@@ -178,8 +178,11 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(index=True)
     worker_id: Mapped[str | None] = mapped_column(ForeignKey("workers.id", ondelete="SET NULL"))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
-    epoch: Mapped[int] = mapped_column(Integer, default=0)  # last epoch the worker reported
-    step: Mapped[int] = mapped_column(Integer, default=0)  # last global step reported
+    # Progress, as the worker holding the job last reported it (heartbeats, logs, finish):
+    # epochs and global steps completed; a new claim starts them from its checkpoint.
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    steps_per_epoch: Mapped[int | None] = mapped_column(Integer)  # once a worker reports it
     checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
     checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)
     checkpoint_step: Mapped[int | None] = mapped_column(Integer)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field, model_validator
 
 from .models import ControlKind, ControlStatus, JobStatus
 
@@ -126,25 +126,49 @@ class JobCreate(_In):
 
 
 class JobPublic(_Out):
-    id: str
-    name: str
-    status: JobStatus
-    spec: dict[str, Any]
-    parameters: int
-    requested: str | None
-    attempt: int
-    epoch: int
-    step: int
-    error: str | None
-    has_weights: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    """A job: where it is in its lifecycle, how far it has trained, and what it was given."""
+
+    id: str = Field(description="the job's id")
+    name: str = Field(description="the name it was submitted with ('' if none)")
+    status: JobStatus = Field(
+        description="queued (waiting for a worker), running (a worker holds it), paused "
+        "(checkpointed, holds no worker; resume to queue it again), or finished: succeeded, "
+        "failed (see error), cancelled. A lost worker puts a running job back to queued")
+    requested: Literal["pause", "cancel"] | None = Field(
+        description="a pause or cancel asked for that the job's worker has yet to carry out "
+        "(it does so at its next step boundary, within a heartbeat or so; status then "
+        "becomes paused or cancelled); null when nothing is waiting")
+    spec: dict[str, Any] = Field(description="the job as submitted, with the defaults filled "
+                                             "in (a JobCreate)")
+    parameters: int = Field(description="the model's number of trainable parameters")
+    attempt: int = Field(description="how many times a worker has claimed the job (a resume "
+                                     "after a pause, or after a lost worker, claims it again)")
+    epoch: int = Field(description="epochs completed, 0 before the first ends: the epoch in "
+                       "progress is epoch + 1. Counted from the start of the job, as the "
+                       "worker last reported it (every few seconds); a job resumed after "
+                       "its worker was lost goes back to its last checkpoint's")
+    step: int = Field(description="training steps (batches) completed, counted from the "
+                      "start of the job over all epochs; reported and reset as epoch is")
+    epochs: int = Field(validation_alias=AliasChoices("epochs", AliasPath("spec", "epochs")),
+                        description="epochs planned (the spec's epochs); a stop criterion "
+                        "may end the job sooner")
+    steps_per_epoch: int | None = Field(
+        description="steps in one epoch (batches of the training set), known once a worker "
+        "has reported it; null before. Progress in the epoch in progress is step - epoch * "
+        "steps_per_epoch")
+    error: str | None = Field(description="why the job failed; null unless failed")
+    has_weights: bool = Field(description="whether GET …/weights has weights to give "
+                              "(the last checkpoint's, or the final ones once succeeded)")
+    created_at: datetime = Field(description="when it was submitted")
+    started_at: datetime | None = Field(description="when a worker first claimed it")
+    finished_at: datetime | None = Field(description="when it succeeded, failed or was "
+                                         "cancelled; null while unfinished")
 
 
 class JobsPublic(BaseModel):
-    data: list[JobPublic]
-    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
+    data: list[JobPublic] = Field(description="a page of jobs, newest first")
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; "
+                                    "null on the last page")
 
 
 class ControlCreate(_In):
@@ -164,36 +188,55 @@ class ControlCreate(_In):
 
 
 class ControlPublic(_Out):
-    seq: int
-    kind: ControlKind
-    path: str
-    hyper: dict[str, Any]
-    status: ControlStatus
-    applied_epoch: int | None
-    applied_step: int | None
-    reason: str | None
-    created_at: datetime
-    resolved_at: datetime | None
+    """A control on a job and what became of it."""
+
+    seq: int = Field(description="its number within the job, from 1, in the order received")
+    kind: ControlKind = Field(description="adjust, freeze, thaw (on a subtree), or pause, "
+                              "resume, cancel (of the job)")
+    path: str = Field(description="the subtree of the model it acts on ('' for the whole "
+                      "model; '' for pause, resume and cancel)")
+    hyper: dict[str, Any] = Field(description="for adjust: the hyper-parameters it sets, "
+                                  "e.g. {'eta': 0.0001}; {} otherwise")
+    status: ControlStatus = Field(description="pending (the worker has yet to act on it), "
+                                  "applied, or rejected (see reason)")
+    applied_epoch: int | None = Field(
+        description="adjust, freeze, thaw: the epoch (from 1) of the first step trained under "
+        "it; pause, cancel, resume: epochs completed when it took effect; null unless applied")
+    applied_step: int | None = Field(
+        description="adjust, freeze, thaw: the first global step trained under it; pause, "
+        "cancel, resume: steps completed when it took effect; null unless applied")
+    reason: str | None = Field(description="why it was rejected, or how it was applied when "
+                               "not by the worker; null otherwise")
+    created_at: datetime = Field(description="when it was received")
+    resolved_at: datetime | None = Field(description="when it was applied or rejected")
 
 
 class EpochPublic(_Out):
-    epoch: int
-    train_loss: float | None
-    val_loss: float | None
-    metrics: dict[str, Any]
-    learning_rates: dict[str, Any]
-    frozen: list[str]
-    skipped_steps: int
-    samples_per_s: float | None
-    duration_s: float | None
+    """One finished epoch, and what was in force during it."""
+
+    epoch: int = Field(description="the epoch's number, from 1")
+    train_loss: float | None = Field(description="the mean of its steps' finite losses")
+    val_loss: float | None = Field(description="the loss on the validation set at its end; "
+                                   "null without one")
+    metrics: dict[str, Any] = Field(description="what was measured at its end, by name "
+                                    "(train_loss, val_loss, val_accuracy, …)")
+    learning_rates: dict[str, Any] = Field(description="the learning rate (eta) in force "
+                                           "at its end, by subtree path ('' the whole model)")
+    frozen: list[str] = Field(description="the subtrees frozen at its end")
+    skipped_steps: int = Field(description="steps whose loss was not finite, so whose update "
+                               "was skipped")
+    samples_per_s: float | None = Field(description="training throughput over the epoch")
+    duration_s: float | None = Field(description="how long the epoch took")
 
 
 class StepsPublic(BaseModel):
     """Per-step losses, averaged over ``stride`` consecutive steps when there are many."""
 
     steps: list[int] = Field(description="the first global step of each point")
-    losses: list[float | None]
-    stride: int
+    losses: list[float | None] = Field(description="each point's mean loss over its stride "
+                                       "steps; null where none of them had a finite loss")
+    stride: int = Field(description="how many consecutive steps each point averages (1: "
+                        "every step as it is)")
 
 
 # --- tokens -----------------------------------------------------------------------------
@@ -263,8 +306,9 @@ class ClaimedJob(BaseModel):
 
 
 class Heartbeat(_In):
-    epoch: int = Field(ge=0)
-    step: int = Field(ge=0)
+    epoch: int = Field(ge=0, description="epochs completed (0 during the first)")
+    step: int = Field(ge=0, description="global steps completed, over all epochs")
+    steps_per_epoch: int | None = Field(None, ge=1, description="steps in one epoch")
 
 
 class HeartbeatReply(BaseModel):

@@ -189,3 +189,18 @@ def test_openapi_documents_every_route(server):
     assert refs <= set(spec["components"]["schemas"])  # every schema it names is there
     finish = spec["paths"]["/v1/worker/jobs/{job_id}/finish"]["post"]["requestBody"]
     assert set(finish["content"]) == {"application/json", "multipart/form-data"}
+
+
+def test_every_field_users_read_is_described_in_the_openapi_document(server):
+    import httpx
+
+    schemas = httpx.get(server.url + "/openapi.json").json()["components"]["schemas"]
+    for name in ("JobPublic", "JobsPublic", "ControlPublic", "EpochPublic", "StepsPublic",
+                 "WorkerPublic", "WorkersPublic"):
+        props = schemas[name]["properties"]
+        undescribed = [p for p, s in props.items() if not s.get("description")]
+        assert props and not undescribed, (name, undescribed)
+    job = schemas["JobPublic"]["properties"]
+    assert "completed" in job["epoch"]["description"]
+    assert "completed" in job["step"]["description"]
+    assert {"epochs", "steps_per_epoch", "requested"} <= set(job)

@@ -107,6 +107,60 @@ def test_heartbeat_carries_controls_and_requests(user, worker, claimed):
     assert user.get(f"/v1/jobs/{job_id}/controls").json()[-1]["applied_step"] == 9
 
 
+@pytest.mark.parametrize("action, status", [("pause", "paused"), ("cancel", "cancelled")])
+def test_pause_and_cancel_of_a_running_job_show_the_request_until_it_is_done(
+        user, worker, claimed, action, status):
+    job_id, lease, _, _ = claimed
+    r = user.post(f"/v1/jobs/{job_id}/{action}")
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["requested"]) == ("running", action)
+    assert user.get(f"/v1/jobs/{job_id}").json()["requested"] == action
+    again = user.post(f"/v1/jobs/{job_id}/{action}")
+    assert again.status_code == 409 and "requested" in again.json()["detail"], again.text
+    beat = worker.post(f"/v1/worker/jobs/{job_id}/heartbeat", headers=lease,
+                       json={"epoch": 0, "step": 3})
+    assert beat.json()["action"] == action
+    r = worker.post(f"/v1/worker/jobs/{job_id}/finish", headers=lease,
+                    json={"status": status, "epoch": 0, "step": 4})
+    assert r.status_code == 204, r.text
+    job = user.get(f"/v1/jobs/{job_id}").json()
+    assert (job["status"], job["requested"], job["step"]) == (status, None, 4)
+    control = user.get(f"/v1/jobs/{job_id}/controls").json()[-1]
+    assert (control["kind"], control["status"], control["applied_epoch"],
+            control["applied_step"]) == (action, "applied", 0, 4)
+
+
+def test_progress_counts_what_is_completed_and_never_goes_back_within_a_claim(
+        user, worker, claimed, make_client):
+    job_id, lease, _, _ = claimed
+    read = lambda: {k: v for k, v in user.get(f"/v1/jobs/{job_id}").json().items()
+                    if k in ("epoch", "step", "epochs", "steps_per_epoch")}
+    assert read() == {"epoch": 0, "step": 0, "epochs": 3, "steps_per_epoch": None}
+    beat = lambda epoch, step: worker.post(
+        f"/v1/worker/jobs/{job_id}/heartbeat", headers=lease,
+        json={"epoch": epoch, "step": step, "steps_per_epoch": 28})
+    assert beat(1, 42).status_code == 200  # half-way through the second epoch of 28 steps
+    assert read() == {"epoch": 1, "step": 42, "epochs": 3, "steps_per_epoch": 28}
+    # A log post of steps up to 50 and the first epoch's row, then a heartbeat sent
+    # before it (step 45) that arrives after it: nothing goes back.
+    r = worker.post(f"/v1/worker/jobs/{job_id}/logs", headers=lease, json={
+        "steps": {"epoch": 1, "first_step": 1, "losses": [1.0] * 50}, "step": 28,
+        "epochs": [{"epoch": 1, "train_loss": 1.0}]})
+    assert r.status_code == 204, r.text
+    assert beat(1, 45).status_code == 200
+    assert read() == {"epoch": 1, "step": 50, "epochs": 3, "steps_per_epoch": 28}
+    r = worker.put(f"/v1/worker/jobs/{job_id}/checkpoint", headers=lease, content=b"c",
+                   params={"epoch": 1, "step": 30})
+    assert r.status_code == 204, r.text
+
+    # The worker is lost: the next claim resumes from the checkpoint, and so does progress.
+    time.sleep(LEASE_S + 1.0)
+    second = make_client(worker=True)
+    again = _drain(second, _register(second), until=job_id)
+    assert read() == {"epoch": 1, "step": 30, "epochs": 3, "steps_per_epoch": 28}
+    _finish(second, job_id, {"Kiln-Lease": again["lease_token"]})
+
+
 @contextlib.contextmanager
 def _beating(worker: httpx.Client, job_id: str, lease: dict) -> Iterator[None]:
     """Heartbeats in the background, so the lease (LEASE_S) outlives a slow test."""

@@ -123,6 +123,11 @@ def _active(job: Job, action: str) -> None:
         raise ConflictError(f"cannot {action} job {job.id!r}: it has finished ({job.status.value})")
 
 
+def _already_requested(job: Job) -> ConflictError:
+    return ConflictError(f"job {job.id!r} has a {job.requested} requested already; its "
+                         "worker carries it out at its next step boundary")
+
+
 def add_control(session: Session, owner: User, job_id: str, body: ControlCreate,
                 settings: Settings) -> Control:
     """Store an adjust/freeze/thaw for the worker to apply at its next step boundary."""
@@ -139,9 +144,10 @@ def pause(session: Session, owner: User, job_id: str) -> Job:
     """Pause: at once if no worker holds the job, else at the worker's next heartbeat."""
     job = get(session, owner, job_id, lock=True)
     _active(job, "pause")
-    if job.status == JobStatus.paused or job.requested is not None:
-        raise ConflictError(f"job {job_id!r} is already {job.requested or 'paused'}"
-                            f"{' (requested)' if job.requested else ''}")
+    if job.status == JobStatus.paused:
+        raise ConflictError(f"job {job_id!r} is already paused")
+    if job.requested is not None:
+        raise _already_requested(job)
     if job.status == JobStatus.queued:
         job.status = JobStatus.paused
         _record(session, job, ControlKind.pause, done=True)
@@ -166,6 +172,8 @@ def cancel(session: Session, owner: User, job_id: str) -> Job:
     """Cancel: at once if no worker holds the job, else at the worker's next heartbeat."""
     job = get(session, owner, job_id, lock=True)
     _active(job, "cancel")
+    if job.requested == "cancel":  # a pause requested may still become a cancel
+        raise _already_requested(job)
     if job.status == JobStatus.running:
         job.requested = "cancel"
         _record(session, job, ControlKind.cancel)

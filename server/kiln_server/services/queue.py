@@ -11,6 +11,10 @@ Every write for a job carries the lease token of its claim. :func:`_leased` lock
 job's row and compares the token and the expiry, so a worker that stalled past its lease
 (and whose job the reaper requeued, or another worker claimed) is refused with a
 ConflictError and changes nothing.
+
+A job's progress (``epoch``, ``step``: epochs and global steps completed) only grows
+while one claim holds it, whichever of its writes (heartbeat, logs, finish) arrives
+first; a new claim starts it again from the checkpoint the new holder resumes from.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.orm import Session, defer
 
 from ..blobs import BlobStore, Staging
@@ -131,6 +135,8 @@ def claim(session: Session, worker: Worker, lease_s: float) -> Job | None:
                                   lease_token=secrets.token_hex(16),
                                   lease_expires_at=now + timedelta(seconds=lease_s),
                                   attempt=Job.attempt + 1, updated_at=now,
+                                  epoch=func.coalesce(Job.checkpoint_epoch, 0),
+                                  step=func.coalesce(Job.checkpoint_step, 0),
                                   started_at=case((Job.started_at.is_(None), now),
                                                   else_=Job.started_at))
                           .returning(Job),
@@ -184,7 +190,9 @@ def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_
     job = _leased(session, job_id, lease)
     now = utcnow()
     job.lease_expires_at = now + timedelta(seconds=lease_s)
-    job.epoch, job.step = body.epoch, body.step
+    _progress(job, body.epoch, body.step)
+    if body.steps_per_epoch is not None:
+        job.steps_per_epoch = body.steps_per_epoch
     if job.worker_id:
         session.execute(update(Worker).where(Worker.id == job.worker_id)
                         .values(last_seen_at=now))
@@ -192,6 +200,12 @@ def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_
         Control.job_id == job.id, Control.status == ControlStatus.pending,
         Control.kind.not_in(_LIFECYCLE)).order_by(Control.seq))
     return job, job.requested or "continue", list(pending)
+
+
+def _progress(job: Job, epoch: int = 0, step: int = 0) -> None:
+    """Progress reported under the job's lease: it never goes back (a heartbeat sent
+    before a log post may arrive after it)."""
+    job.epoch, job.step = max(job.epoch, epoch), max(job.step, step)
 
 
 def controls_after(session: Session, job_id: str, lease: str, after: int
@@ -221,7 +235,7 @@ def post_logs(session: Session, job_id: str, lease: str, body: LogsIn) -> None:
     job = _leased(session, job_id, lease)
     _store_logs(session, job, body.steps, body.epochs)
     if body.epochs:
-        job.step = max(job.step, body.step)
+        _progress(job, step=body.step)
 
 
 def _store_logs(session: Session, job: Job, steps: StepsIn | None, epochs: list[EpochIn]
@@ -238,7 +252,7 @@ def _store_steps(session: Session, job: Job, body: StepsIn) -> None:
                                             StepBatch.first_step >= body.first_step))
     session.add(StepBatch(job_id=job.id, epoch=body.epoch, first_step=body.first_step,
                           losses=body.losses))
-    job.step = max(job.step, body.first_step + len(body.losses) - 1)
+    _progress(job, step=body.first_step + len(body.losses) - 1)
 
 
 def _store_epochs(session: Session, job: Job, rows: list[EpochIn]) -> None:
@@ -249,7 +263,7 @@ def _store_epochs(session: Session, job: Job, rows: list[EpochIn]) -> None:
         for k, v in e.model_dump().items():
             setattr(row, k, v)
         session.add(row)
-    job.epoch = max(job.epoch, *(e.epoch for e in rows))
+    _progress(job, epoch=max(e.epoch for e in rows))
 
 
 def control_results(session: Session, job_id: str, lease: str, body: ControlResults) -> None:
@@ -299,7 +313,7 @@ def finish(session: Session, job_id: str, lease: str, body: Finish,
     _store_logs(session, job, body.steps, body.epochs)
     now = utcnow()
     job.status = JobStatus(body.status)
-    job.epoch, job.step = body.epoch, body.step
+    _progress(job, body.epoch, body.step)
     job.error = body.error if body.status == "failed" else None
     job.requested = None
     job.lease_token = job.lease_expires_at = job.worker_id = None
@@ -315,7 +329,7 @@ def finish(session: Session, job_id: str, lease: str, body: Finish,
             Control.job_id == job.id, Control.status == ControlStatus.pending)):
         if control.kind in applied:
             control.status = ControlStatus.applied
-            control.applied_epoch, control.applied_step = body.epoch, body.step
+            control.applied_epoch, control.applied_step = job.epoch, job.step
         elif control.kind in _LIFECYCLE:
             control.status = ControlStatus.rejected
             control.reason = f"the job {body.status} first"

@@ -154,10 +154,12 @@ class WorkerClient:
 
     # -------------------------------------------------------------- writes for a job
 
-    def heartbeat(self, job_id: str, lease: str, epoch: int, step: int) -> dict[str, Any]:
-        """Renew the lease; the reply's action and pending controls."""
-        return self._request("POST", f"/jobs/{job_id}/heartbeat", lease=lease,
-                             json={"epoch": epoch, "step": step}).json()
+    def heartbeat(self, job_id: str, lease: str, epoch: int, step: int,
+                  steps_per_epoch: int | None = None) -> dict[str, Any]:
+        """Renew the lease (with the epochs and steps completed); the reply's action and
+        pending controls."""
+        return self._request("POST", f"/jobs/{job_id}/heartbeat", lease=lease, json={
+            "epoch": epoch, "step": step, "steps_per_epoch": steps_per_epoch}).json()
 
     def wait_controls(self, job_id: str, lease: str, after: int, wait_s: float
                       ) -> dict[str, Any]:

@@ -221,7 +221,7 @@ class JobRun:
         self.state_posted: dict[str, Any] | None = None  # the state tree queued last
         # Progress for heartbeats: plain ints the training thread rebinds and the
         # heartbeat thread only reads (a stale read just reports the previous step).
-        self.epoch = 0
+        self.per_epoch = 0  # steps in an epoch, once the trainer is built
         self.step = 0
 
     # ------------------------------------------------------------------ threads
@@ -231,7 +231,9 @@ class JobRun:
         # the controls, and the long-poll is already watching for more.
         while not self.done.wait(interval):
             try:
-                reply = self.client.heartbeat(self.job_id, self.lease, self.epoch, self.step)
+                epoch, step = self._progress()
+                reply = self.client.heartbeat(self.job_id, self.lease, epoch, step,
+                                              self.per_epoch or None)
             except (LeaseLostError, ServerUnreachableError) as e:
                 logger.warning("job %s: heartbeat failed (%s); abandoning the job",
                                self.job_id, e)
@@ -311,6 +313,11 @@ class JobRun:
         return out
 
     # ------------------------------------------------------------------ step boundary
+
+    def _progress(self) -> tuple[int, int]:
+        """Epochs and global steps completed: the job's progress as the server keeps it."""
+        step = self.step
+        return (step // self.per_epoch if self.per_epoch else 0), step
 
     def _epoch_of(self, step: int) -> int:
         return (step - 1) // len(self.trainer.loader) + 1
@@ -394,7 +401,7 @@ class JobRun:
         self.checkpointed_at = time.monotonic()
         trainer = self.trainer
         blob, weights = checkpoint_to_bytes(trainer), weights_to_bytes(trainer.model)
-        epoch, step = trainer.epoch, trainer.steps
+        epoch, step = self._progress()
         self._write(self.client.put_blob, "checkpoint", blob, epoch, step, key="checkpoint")
         self._write(self.client.put_blob, "weights", weights, epoch, step, key="weights")
         self._post_state()
@@ -410,8 +417,8 @@ class JobRun:
         steps, rows = self._take_logs()
         weights = weights_to_bytes(self.trainer.model) if status == "succeeded" else None
         try:
-            self.client.finish(self.job_id, self.lease, status, self.trainer.epoch
-                               if self.trainer else 0, self.step, error, steps, rows, weights)
+            self.client.finish(self.job_id, self.lease, status, *self._progress(), error,
+                               steps, rows, weights)
         except (LeaseLostError, ServerUnreachableError) as e:
             raise _AbandonError() from e
         logger.info("job %s: finished, %s", self.job_id, status)
@@ -421,7 +428,7 @@ class JobRun:
     def _train(self) -> str:
         """Step until the job ends; the status it ended with ('' for a shutdown)."""
         self.trainer = trainer = self._build()
-        self.epoch, self.step = trainer.epoch, trainer.steps
+        self.per_epoch, self.step = len(trainer.loader), trainer.steps
         replays = self._replays()
         last_step = len(trainer.loader) * int(self.spec["epochs"])
         self.logged_at = self.checkpointed_at = time.monotonic()
@@ -445,7 +452,7 @@ class JobRun:
             if self.inbox or replays:
                 self._take_controls(replays)
             record = trainer.step()
-            self.epoch, self.step = record.epoch, record.step
+            self.step = record.step
             if not self.losses:
                 self.losses_from = record.step
             self.losses.append(_finite(record.loss))

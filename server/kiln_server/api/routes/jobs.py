@@ -56,7 +56,8 @@ def get_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobPublic:
 
 @router.post("/{job_id}/pause", responses=_409)
 def pause_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobPublic:
-    """Pause a job: it checkpoints and releases its worker."""
+    """Pause a job: at once if no worker holds it; a running job shows ``requested:
+    "pause"`` until its worker has checkpointed and let it go (status paused)."""
     return JobPublic.model_validate(jobs.pause(session, user, job_id))
 
 
@@ -68,7 +69,8 @@ def resume_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobPublic
 
 @router.post("/{job_id}/cancel", responses=_409)
 def cancel_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobPublic:
-    """Cancel a job."""
+    """Cancel a job: at once if no worker holds it; a running job shows ``requested:
+    "cancel"`` until its worker stops (status cancelled)."""
     return JobPublic.model_validate(jobs.cancel(session, user, job_id))
 
 

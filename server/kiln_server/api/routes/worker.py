@@ -6,7 +6,7 @@ Contract (all bodies JSON unless said; ``Authorization: Bearer <worker token>``)
     POST /v1/worker/claim             {worker_id, wait_s}       -> 200 ClaimedJob | 204 none
     GET  /v1/worker/blobs/{sha256}                              -> bytes (dataset, checkpoint)
     --- every call below carries the claim's lease:  Kiln-Lease: <lease_token> ---
-    POST /v1/worker/jobs/{id}/heartbeat  {epoch, step}          -> HeartbeatReply
+    POST /v1/worker/jobs/{id}/heartbeat  {epoch, step, steps_per_epoch} -> HeartbeatReply
     GET  /v1/worker/jobs/{id}/controls?after=SEQ&wait_s=S       -> ControlsReply (long-poll)
     POST /v1/worker/jobs/{id}/logs       {steps: StepsIn, epochs: [EpochIn], step} -> 204
     POST /v1/worker/jobs/{id}/controls   {results: [{seq, status, epoch, step, reason}]} -> 204
@@ -28,7 +28,14 @@ The worker's loop:
   uploaded), continue at ``checkpoint.step``, and re-apply, at the same step, every
   control in ``controls`` that is ``applied`` with ``applied_step`` after the
   checkpoint's step, so a resumed run equals an uninterrupted one.
-- **Heartbeat** every ``heartbeat_interval_s``: it renews the lease and returns
+- **Progress**: the ``epoch`` and ``step`` of a heartbeat, a checkpoint and a finish
+  are the epochs and the global steps *completed* (from the start of the job: a resumed
+  run goes on from its checkpoint's), so mid-way through the second epoch, epoch is 1;
+  users read them as the job's ``epoch`` and ``step``, which never go back within a
+  claim. The ``epoch`` of a step batch and of an applied control is the one its step
+  belongs to (from 1).
+- **Heartbeat** every ``heartbeat_interval_s``, with the progress and the steps in an
+  epoch (``steps_per_epoch``, for users' progress displays): it renews the lease and returns
   ``action`` (``continue``; ``pause``: checkpoint, upload, finish with ``paused``;
   ``cancel``: finish with ``cancelled``) and the pending adjust/freeze/thaw controls in
   ``seq`` order. The same control comes back on every heartbeat until it is reported, so
