@@ -21,6 +21,7 @@ from .api.routes import datasets, jobs, system, worker, workers
 from .blobs import BlobStore
 from .db import make_engine, make_sessionmaker, session_scope
 from .errors import install_handlers
+from .openapi import document_specs
 from .services import auth, queue
 from .settings import Settings
 from .wakeups import Wakeups
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # long-polls when it begins to shut down (serving.py), before the lifespan ends.
     app.state.wakeups = Wakeups()
     install_handlers(app)
+    document_specs(app)
     v1 = APIRouter(prefix="/v1")
     for module in (datasets, jobs, workers, worker):
         v1.include_router(module.router)

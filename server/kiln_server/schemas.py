@@ -2,19 +2,34 @@
 
 The ladder follows full-stack-fastapi-template: ``XCreate`` is what a client sends,
 ``XPublic`` what it gets back, ``XsPublic`` a page of them. Model, optimiser and schedule
-specs are plain JSON objects here; the engine validates them (services/jobspec.py).
+specs are plain JSON objects here; the engine validates them (services/jobspec.py), and
+its JSON Schemas of them (``kiln_engine.json_schema``, put among the document's schemas by
+openapi.py) document them: ``JobCreate`` refers to ``ModelSpec``, ``OptimiserSpec`` and
+``ScheduleSpec``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, AliasPath, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from .models import ControlKind, ControlStatus, JobStatus
 
 __all__ = [
+    "EXAMPLE_JOB",
+    "SPEC_MARK",
     "ClaimRequest",
     "ClaimedJob",
     "ControlCreate",
@@ -40,7 +55,11 @@ __all__ = [
     "StepsPublic",
     "StopCriterion",
     "TokenCreate",
+    "TokenInfo",
+    "TokenKind",
     "TokenPublic",
+    "TokensPublic",
+    "UserPublic",
     "WorkerPublic",
     "WorkerRegister",
     "WorkersPublic",
@@ -64,9 +83,16 @@ class _Out(BaseModel):
 # --- datasets ---------------------------------------------------------------------------
 
 class DatasetArray(BaseModel):
-    name: str
-    shape: list[int]
-    dtype: str
+    """One array of an uploaded .npz."""
+
+    name: str = Field(description="its name in the .npz")
+    shape: list[int] = Field(description="its shape; the first axis counts the samples")
+    dtype: str = Field(description="its numpy dtype, e.g. float32, int64, bool")
+    min: int | None = Field(None, description="the smallest value of an integer or boolean "
+                            "array (false is 0), which submission checks class labels with; "
+                            "null for floats, empty arrays and datasets uploaded before it "
+                            "was recorded")
+    max: int | None = Field(None, description="the largest value, as for min")
 
 
 class DatasetPublic(_Out):
@@ -84,6 +110,36 @@ class DatasetsPublic(BaseModel):
 
 
 # --- jobs -------------------------------------------------------------------------------
+
+#: The keyword that marks a spec's place in a schema with the name of the engine's JSON
+#: Schema of it; openapi.py turns each mark into a reference to that schema (pydantic
+#: cannot: it refuses a reference to a schema that is not one of its models).
+SPEC_MARK = "x-kiln-spec"
+
+
+def _spec(name: str) -> WithJsonSchema:
+    """A spec taken as plain JSON (the engine validates it), documented by the engine's
+    JSON Schema ``name``."""
+    return WithJsonSchema({SPEC_MARK: name})
+
+
+#: The example job of the OpenAPI document (shown by /docs for POST /v1/jobs): the digits
+#: MLP, Chain(enc=Dense 64->32 relu, dec=Dense 32->10), on a dataset holding x, y (training)
+#: and xv, yv (validation), as examples/digits.py uploads it.
+EXAMPLE_JOB: dict[str, Any] = {
+    "name": "digits-mlp",
+    "model": {"type": "Chain", "layers": {
+        "enc": {"type": "Dense", "in": 64, "out": 32, "activation": "relu"},
+        "dec": {"type": "Dense", "in": 32, "out": 10}}},
+    "optimiser": {"rule": "OptimiserChain", "rules": [
+        {"rule": "WeightDecay", "lambda": 1e-4}, {"rule": "Adam", "eta": 0.003}]},
+    "loss": "logitcrossentropy",
+    "train": {"dataset": "DATASET_ID", "x": "x", "y": "y"},
+    "validation": {"dataset": "DATASET_ID", "x": "xv", "y": "yv"},
+    "batch_size": 32, "epochs": 30, "seed": 0, "metrics": ["loss", "accuracy"],
+    "stop": {"metric": "val_accuracy", "at_least": 0.97},
+}
+
 
 class DataRef(_In):
     """Which arrays of which uploaded dataset are the inputs and the targets."""
@@ -110,8 +166,10 @@ class StopCriterion(_In):
 class JobCreate(_In):
     """A training job: the model, optimiser, loss and data, and how long to train."""
 
-    model: dict[str, Any] = Field(description="a model spec, as kiln_engine.model_to_spec")
-    optimiser: dict[str, Any] = Field(description="a rule spec, e.g. {'rule': 'Adam'}")
+    model: Annotated[dict[str, Any], _spec("ModelSpec")] = Field(
+        description="a model spec, as kiln_engine.model_to_spec writes it")
+    optimiser: Annotated[dict[str, Any], _spec("OptimiserSpec")] = Field(
+        description="an optimiser spec, as kiln_engine.optimisers.rule_to_spec writes it")
     loss: str = Field(description="a loss in kiln_engine.losses, e.g. 'logitcrossentropy'")
     train: DataRef
     validation: DataRef | None = None
@@ -119,7 +177,8 @@ class JobCreate(_In):
     shuffle: bool = True
     epochs: int = Field(gt=0)
     seed: int = Field(0, ge=0, lt=2**63)
-    schedule: dict[str, Any] | None = Field(None, description="a schedule spec for eta")
+    schedule: Annotated[dict[str, Any], _spec("ScheduleSpec")] | None = Field(
+        None, description="a schedule of the learning rate (eta), by step")
     stop: StopCriterion | None = None
     metrics: list[Literal["loss", "accuracy"]] = ["loss"]
     name: str = Field("", max_length=200)
@@ -241,15 +300,49 @@ class StepsPublic(BaseModel):
 
 # --- tokens -----------------------------------------------------------------------------
 
+TokenKind = Literal["user", "worker", "admin"]
+
+
 class TokenCreate(_In):
-    user: str = Field(min_length=1, max_length=100)
-    worker: bool = False
+    user: str = Field(min_length=1, max_length=100, description="the user (created if new)")
+    worker: bool = Field(False, description="a token for the worker API only")
+    admin: bool = Field(False, description="make the user an admin (not with worker)")
+
+    @field_validator("admin")
+    @classmethod
+    def _admin_is_no_worker(cls, admin: bool, info: ValidationInfo) -> bool:
+        if admin and info.data.get("worker"):
+            raise ValueError("a worker token cannot be an admin's: give worker or admin")
+        return admin
 
 
-class TokenPublic(BaseModel):
+class TokenInfo(BaseModel):
+    """A token as listed: never its secret."""
+
+    id: str = Field(description="revoke it by this id")
     user: str
+    kind: TokenKind = Field(description="what it reaches: the user API (user), also the "
+                            "admin's routes (admin), or only the worker API (worker)")
+    prefix: str | None = Field(description="the token's first characters, to recognise it "
+                               "(null for KILN_ADMIN_TOKEN and tokens older than this field)")
+    created_at: datetime
+
+
+class TokensPublic(BaseModel):
+    data: list[TokenInfo]
+    count: int
+
+
+class TokenPublic(TokenInfo):
+    """A new token: the one time its secret is shown."""
+
     worker: bool
     token: str = Field(description="shown once; the server keeps only its sha256")
+
+
+class UserPublic(BaseModel):
+    name: str = Field(description="the user's name")
+    admin: bool = Field(description="whether the user may create and revoke tokens")
 
 
 # --- worker API -------------------------------------------------------------------------
@@ -378,8 +471,8 @@ class StateReport(_In):
 
 class Finish(_In):
     status: Literal["succeeded", "failed", "cancelled", "paused"]
-    epoch: int = Field(ge=0)
-    step: int = Field(ge=0)
+    epoch: int = Field(ge=0, description="epochs completed")
+    step: int = Field(ge=0, description="global steps completed")
     error: str | None = Field(None, max_length=100_000)
     steps: StepsIn | None = Field(
         None, description="the last step losses, stored as by POST …/logs (saves a request)")

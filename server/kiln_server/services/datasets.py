@@ -3,6 +3,8 @@
 An upload is streamed to a staging file (never held in memory whole), hashed on the way,
 then opened with ``np.load(allow_pickle=False)``: an object array (which would need
 unpickling), a file that is not an .npz, or non-finite values are a 422 that says which.
+The smallest and largest value of each integer or boolean array are recorded with it, so
+a job whose class labels do not fit its model is refused at submission (jobspec.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from ..models import ACTIVE, Dataset, Job, JobDataset, User
 
 __all__ = ["create", "get", "inspect_npz", "list_", "remove"]
 
-#: Rows checked for non-finite values at a time (bounds the memory of the check).
+#: Rows checked for non-finite values, or scanned for the range, at a time (bounds the
+#: memory of the check).
 FINITE_CHECK_ROWS = 65_536
 
 
@@ -29,8 +32,18 @@ def _fail(msg: str) -> InvalidError:
     return InvalidError(["body", "file"], msg)
 
 
+def _value_range(arr: np.ndarray) -> dict[str, int]:
+    """``{"min": …, "max": …}`` of an integer or boolean array (booleans as 0 and 1); {}
+    for an empty one."""
+    if arr.size == 0:
+        return {}
+    chunks = [arr[i:i + FINITE_CHECK_ROWS] for i in range(0, arr.shape[0], FINITE_CHECK_ROWS)]
+    return {"min": min(int(c.min()) for c in chunks), "max": max(int(c.max()) for c in chunks)}
+
+
 def inspect_npz(path: Path) -> list[dict[str, Any]]:
-    """Name, shape and dtype of every array in an .npz; InvalidError if it cannot be trained on."""
+    """Name, shape and dtype of every array in an .npz, and the range of each integer or
+    boolean one; InvalidError if it cannot be trained on."""
     if not zipfile.is_zipfile(path):
         raise _fail("is not an .npz file (a zip archive of .npy arrays, as np.savez writes)")
     out = []
@@ -56,7 +69,8 @@ def inspect_npz(path: Path) -> list[dict[str, Any]]:
                     for i in range(0, arr.shape[0], FINITE_CHECK_ROWS):
                         if not np.isfinite(arr[i:i + FINITE_CHECK_ROWS]).all():
                             raise _fail(f"array {name!r} holds non-finite values (nan or inf)")
-                out.append({"name": name, "shape": list(arr.shape), "dtype": arr.dtype.name})
+                record = {"name": name, "shape": list(arr.shape), "dtype": arr.dtype.name}
+                out.append(record | ({} if arr.dtype.kind == "f" else _value_range(arr)))
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise _fail(f"is not a readable .npz file: {e}") from None
     except ValueError as e:  # a member that is not a valid .npy

@@ -5,8 +5,9 @@ field); the model's parameter count and memory are checked against the limits be
 a single array is allocated; then the model is built and run forward on one sample of
 zeros shaped like the training inputs, and the loss on that output and one target, so a
 dataset that does not fit the model, or a loss that does not fit its output, is refused
-at submission rather than on a worker. Each failure is an :class:`InvalidError` naming the
-field.
+at submission rather than on a worker. Class labels are checked against the model's
+output classes from the range the dataset recorded at upload (for datasets uploaded since
+it is recorded). Each failure is an :class:`InvalidError` naming the field.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from kiln_engine import SpecError, leaves, losses
+from kiln_engine import SpecError, leaves, losses, near_paths
 from kiln_engine.optimisers import Leaf, Rule, adjust, rule_from_spec
 from kiln_engine.optimisers.spec import hyper_from_json
 from kiln_engine.schedules import Schedule
@@ -27,10 +28,18 @@ from ..models import Dataset
 from ..schemas import DataRef, JobCreate
 from ..settings import Settings
 
-__all__ = ["LOSSES", "TRAINING_MEMORY_FACTOR", "Checked", "check_control", "check_job"]
+__all__ = ["BINARY_LABEL_LOSSES", "CLASS_LABEL_LOSSES", "LOSSES", "TRAINING_MEMORY_FACTOR",
+           "Checked", "check_control", "check_job"]
 
 #: Losses a job may name: every loss of kiln_engine.losses that takes (yhat, y).
 LOSSES = tuple(n for n in losses.__all__ if n != "label_smoothing")
+
+#: Losses that take integer class labels, one per sample, over the output's last axis
+#: (kiln_engine.losses: "integer class labels"): a label must be 0 .. classes - 1.
+CLASS_LABEL_LOSSES = ("crossentropy", "logitcrossentropy", "focal_loss")
+#: Losses whose targets, shaped like the output, are 0 or 1.
+BINARY_LABEL_LOSSES = ("binarycrossentropy", "logitbinarycrossentropy", "binary_focal_loss",
+                       "siamese_contrastive_loss")
 
 #: Training memory per byte of model: the arrays, their gradients and two optimiser
 #: moments (Adam's), a floor the activations add to.
@@ -113,9 +122,30 @@ def _check_fit(model: Any, job: JobCreate, x: dict, y: dict) -> np.ndarray:
     return np.asarray(yhat)
 
 
+def _are_labels(y: dict, yhat: np.ndarray) -> bool:
+    """Whether the targets ``y`` are integer class labels of the scores ``yhat``."""
+    return yhat.ndim >= 2 and y["dtype"] != "bool" and np.dtype(y["dtype"]).kind in "iu" \
+        and y["shape"][1:] == list(yhat.shape[1:-1])
+
+
+def _check_labels(job: JobCreate, yhat: np.ndarray, y: dict, where: str) -> None:
+    """Refuse targets whose recorded range holds a label the loss cannot take."""
+    if y.get("min") is None:  # floats, or uploaded before ranges were recorded
+        return
+    if job.loss in CLASS_LABEL_LOSSES and _are_labels(y, yhat):
+        classes = yhat.shape[-1]
+        fits = f"the model has {classes} output classes (0..{classes - 1})"
+    elif job.loss in BINARY_LABEL_LOSSES:
+        classes, fits = 2, f"{job.loss} takes labels 0 and 1"
+    else:
+        return
+    if y["min"] < 0 or y["max"] >= classes:
+        raise InvalidError(["body", where, "y"], f"labels range over [{y['min']}, {y['max']}] "
+                           f"but {fits}")
+
+
 def _check_accuracy(job: JobCreate, yhat: np.ndarray, y: dict) -> None:
-    labels = y["dtype"] != "bool" and np.dtype(y["dtype"]).kind in "iu" and \
-        y["shape"][1:] == list(yhat.shape[1:-1])
+    labels = _are_labels(y, yhat)
     onehot = y["shape"][1:] == list(yhat.shape[1:])
     if yhat.ndim < 2 or not (labels or onehot):
         raise InvalidError(["body", "metrics"], f"accuracy needs class scores shaped (batch, "
@@ -155,6 +185,7 @@ def check_job(job: JobCreate, datasets: dict[str, Dataset], settings: Settings) 
         raise InvalidError(["body", "loss"], f"must be one of {sorted(LOSSES)}; got "
                            f"{job.loss!r}{hint}")
     x, y, _ = _arrays(job.train, "train", datasets)
+    vy = None
     if job.validation is not None:
         vx, vy, _ = _arrays(job.validation, "validation", datasets)
         for field, a, b in (("x", x, vx), ("y", y, vy)):
@@ -171,6 +202,9 @@ def check_job(job: JobCreate, datasets: dict[str, Dataset], settings: Settings) 
         _check_stop(job)
     model, n = _check_model(job, settings)
     yhat = _check_fit(model, job, x, y)
+    _check_labels(job, yhat, y, "train")
+    if vy is not None:
+        _check_labels(job, yhat, vy, "validation")
     if "accuracy" in job.metrics:
         _check_accuracy(job, yhat, y)
     ids = sorted({job.train.dataset} | ({job.validation.dataset} if job.validation else set()))
@@ -181,7 +215,7 @@ def check_control(kind: str, path: str, hyper: dict[str, Any], paths: list[str],
                   optimiser: dict[str, Any]) -> None:
     """An adjust/freeze/thaw the worker will be able to apply (InvalidError naming the field)."""
     if path not in paths:
-        near = difflib.get_close_matches(path, paths, n=3, cutoff=0.5)
+        near = near_paths(path, paths)
         hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
         raise InvalidError(["body", "path"], f"the model has no trainable subtree at "
                            f"{path!r}{hint} (valid paths: {paths[:20]}"
