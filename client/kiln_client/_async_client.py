@@ -254,7 +254,7 @@ class AsyncJob(JobFields):
                     decoder = SSEDecoder(follower.last_id)
                     async for line in response.aiter_lines():
                         if (event := decoder.feed(line)) is not None:
-                            follower.seen(event)
+                            follower.seen(event, time.monotonic())
                             yield event
             except httpx.TransportError as e:
                 error = e

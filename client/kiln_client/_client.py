@@ -277,7 +277,7 @@ class Job(JobFields):
                     decoder = SSEDecoder(follower.last_id)
                     for line in response.iter_lines():
                         if (event := decoder.feed(line)) is not None:
-                            follower.seen(event)
+                            follower.seen(event, time.monotonic())
                             yield event
             except httpx.TransportError as e:
                 error = e

@@ -134,7 +134,13 @@ class StreamFollower:
             return STREAM_READ_TIMEOUT_S
         return max(0.01, min(STREAM_READ_TIMEOUT_S, self.deadline - now))
 
-    def seen(self, event: Event) -> None:
+    def _check_deadline(self, now: float) -> None:
+        if self.deadline is not None and now >= self.deadline:
+            raise WaitTimeout("the job did not finish before the timeout")
+
+    def seen(self, event: Event, now: float) -> None:
+        """Note an event received at ``now``; WaitTimeout past the deadline."""
+        self._check_deadline(now)
         self.failures = 0
         if event.id is not None:
             self.last_id = event.id
@@ -145,8 +151,7 @@ class StreamFollower:
         """The stream ended early (``error`` if it failed): seconds to wait before
         reopening it; raises WaitTimeout past the deadline, KilnConnectionError when it
         keeps failing."""
-        if self.deadline is not None and now >= self.deadline:
-            raise WaitTimeout("the job did not finish before the timeout")
+        self._check_deadline(now)
         self.failures += 1
         if self.failures > STREAM_RECONNECTS:
             raise (self.client._connection_error(error) if error is not None else

@@ -93,6 +93,12 @@ class Control:
                            resolved_at=parse_time(raw.get("resolved_at"))))
 
 
+def _covering(path: str, subtrees: Any) -> str | None:
+    """The deepest of ``subtrees`` (dotted paths, '' the root) that contains ``path``."""
+    inside = [p for p in subtrees if p == "" or path == p or path.startswith(p + ".")]
+    return max(inside, key=len, default=None)
+
+
 @dataclass(frozen=True)
 class EpochRow:
     """One finished epoch: its losses and metrics, and the learning rate per subtree and
@@ -112,6 +118,17 @@ class EpochRow:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> EpochRow:
         return cls(**_pick(cls, raw))
+
+    def learning_rate(self, path: str = "") -> float | None:
+        """The learning rate in force at ``path`` (e.g. ``"layers.enc"``). The row lists a
+        rate once for a whole subtree that agrees (``{"": 0.001}``), so this is the rate of
+        the deepest listed subtree containing ``path``; None if none does."""
+        owner = _covering(path, self.learning_rates)
+        return None if owner is None else self.learning_rates[owner]
+
+    def is_frozen(self, path: str = "") -> bool:
+        """Whether ``path`` was frozen: it lies under one of the frozen paths."""
+        return _covering(path, self.frozen) is not None
 
 
 class Epochs(list[EpochRow]):
