@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 import numpy as np
 from kiln_engine import Chain, losses, model_from_spec, onecold
 from kiln_engine.serialise import load_state_dict
@@ -59,3 +62,26 @@ def test_digits_mlp_with_adam_stops_at_95_percent(e2e_server, make_workers):
 
     steps = client.get(f"/v1/jobs/{job_id}/steps").json()
     assert steps["steps"] == list(range(1, done["step"] + 1))
+
+
+def test_a_failed_jobs_error_says_what_and_where_without_server_paths(e2e_server, make_workers):
+    """A worker whose blob cache cannot be made (its directory is a file) fails the job:
+    the error names the exception, the failing path's tail and the Kiln module and line,
+    and none of the machine's directories."""
+    client, _ = new_client(e2e_server)
+    ds = upload_digits(client, digits_split())
+    job_id = submit(client, digits_job(ds, epochs=1, stop=None))
+    workers = make_workers(e2e_server)
+    (workers.root / "cache").write_text("not a directory")
+    workers.start(1)
+
+    done = finished(client, job_id)
+    assert done["status"] == "failed"
+    error = done["error"]
+    assert re.fullmatch(r"NotADirectoryError: \[Errno 20\] Not a directory: '…/cache/[0-9a-f]{2}'"
+                        r" \(at kiln_server/worker/client\.py:\d+\)", error), error
+    for where in (str(workers.root), "/tmp", "/home", "/work", "/root", sys.prefix):
+        assert not re.search(rf"(?<![\w.]){re.escape(where)}", error), (where, error)
+    assert "site-packages" not in error and ".venv" not in error
+    # The worker's own log keeps the whole traceback for whoever runs it.
+    assert str(workers.root / "cache") in workers.logs()[0]

@@ -37,7 +37,6 @@ import math
 import queue
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +51,7 @@ from kiln_engine.training import EpochRecord, Trainer
 from .build import build_trainer, load_arrays
 from .client import LeaseLostError, ServerUnreachableError, WorkerAPIError, WorkerClient
 from .datasets import LoadedDatasets
+from .failure import describe_failure
 
 __all__ = ["CONTROLS_WAIT_S", "MAX_STEPS_PER_POST", "JobRun", "epoch_row",
            "heartbeat_interval", "state_tree"]
@@ -413,7 +413,8 @@ class JobRun:
         if not self.sender.drain():
             raise _AbandonError()
         if self.sender.error is not None:
-            status, error = "failed", f"posting results failed: {self.sender.error}"
+            status = "failed"
+            error = f"posting results failed: {describe_failure(self.sender.error)}"
         steps, rows = self._take_logs()
         weights = weights_to_bytes(self.trainer.model) if status == "succeeded" else None
         try:
@@ -485,9 +486,7 @@ class JobRun:
                 raise
             except Exception as e:  # the job's own failure: report it, with where it happened
                 logger.exception("job %s failed", self.job_id)
-                text = "".join(traceback.format_exception_only(e)).strip()
-                where = traceback.extract_tb(e.__traceback__)[-1]
-                self._finish("failed", f"{text} (at {where.filename}:{where.lineno})")
+                self._finish("failed", describe_failure(e))
                 return "failed"
             if status == "":
                 # Shutting down: the checkpoint is posted; the lease lapses and the job
