@@ -100,3 +100,40 @@ def test_server_restarted_mid_job_loses_nothing(tmp_path, make_workers, monkeypa
         _assert_same_as_uninterrupted(client, job_id, job, ds, arrays)
     finally:
         server.stop()
+
+
+def test_a_stopped_worker_releases_its_job_and_another_finishes_the_same_run(
+        tmp_path, make_workers):
+    """SIGTERM: the worker checkpoints and lets go of its job, which is queued at once
+    (the lease, a minute here, is not waited for); the next worker resumes it from that
+    checkpoint and lands on the uninterrupted run."""
+    lease_s = 60.0
+    server = conftest.Server(tmp_path, env={"KILN_LEASE_S": str(lease_s),
+                                            "KILN_CHECKPOINT_INTERVAL_S": "600"})
+    try:
+        client, _ = new_client(server)
+        arrays = digits_split()
+        ds = upload_digits(client, arrays)
+        job = digits_job(ds, epochs=EPOCHS, stop=None, batch_size=BATCH)
+        job_id = submit(client, job)
+        workers = make_workers(server)
+        (first,) = workers.start(1)
+        wait_for("two epochs", lambda: len(epochs(client, job_id)) >= 2, every=0.02)
+        assert not get_job(client, job_id)["has_weights"]  # no checkpoint so far
+        stopped_at = time.monotonic()
+        first.terminate()
+        assert first.wait(30) == 0
+        released = get_job(client, job_id)
+        assert time.monotonic() - stopped_at < lease_s / 4
+        assert (released["status"], released["attempt"]) == ("queued", 1), released
+        assert released["has_weights"]  # the checkpoint it took on its way out
+        assert f"job {job_id}: released at step" in workers.logs()[0]
+
+        workers.start(1)
+        done = finished(client, job_id)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["attempt"] == 2
+        assert "resuming from the checkpoint" in workers.logs()[1]
+        _assert_same_as_uninterrupted(client, job_id, job, ds, arrays)
+    finally:
+        server.stop()

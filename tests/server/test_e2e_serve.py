@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from kiln_server.db import make_engine, make_sessionmaker, session_scope
-from kiln_server.models import Job
+from kiln_server.models import Job, JobStatus
 
 from .conftest import ADMIN_TOKEN, free_port
 from .e2e_support import (
@@ -88,8 +88,10 @@ def test_a_signal_stops_the_worker_after_it_checkpoints_its_job(tmp_path, sig):
         assert not Path(f"/proc/{worker}").exists()  # stopped, and reaped by serve
     assert f"job {job_id}: released at step" in (tmp_path / "serve.log").read_text()
     # The checkpoint the worker took on its way out reached the server (the default
-    # checkpoint interval is far longer than this job ran): it resumes from there.
+    # checkpoint interval is far longer than this job ran), and the job is queued again,
+    # not left running until its lease lapses: the next start resumes it from there.
     factory = make_sessionmaker(make_engine(f"sqlite:///{tmp_path / 'data' / 'kiln.db'}"))
     with session_scope(factory) as session:
         job = session.get(Job, job_id)
         assert job.checkpoint_sha256 is not None and job.checkpoint_step > 0
+        assert (job.status, job.lease_token, job.attempt) == (JobStatus.queued, None, 1)

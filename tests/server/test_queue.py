@@ -11,10 +11,22 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from kiln_server import migrate
+from kiln_server import migrate, wakeups
 from kiln_server.db import make_engine, make_sessionmaker, session_scope
-from kiln_server.models import Job, JobStatus, Token, User, Worker, utcnow
+from kiln_server.errors import ConflictError
+from kiln_server.models import (
+    Control,
+    ControlKind,
+    ControlStatus,
+    Job,
+    JobStatus,
+    Token,
+    User,
+    Worker,
+    utcnow,
+)
 from kiln_server.services import queue
+from kiln_server.wakeups import QUEUE
 from sqlalchemy import select
 
 from .conftest import ADMIN_TOKEN, Server, mlp_job, npz_bytes, pg_database, upload
@@ -132,3 +144,72 @@ def test_the_server_runs_on_postgresql(tmp_path):
             assert sorted(got) == sorted(ids)
         finally:
             srv.stop()
+
+
+def _controls(factory, job_id: str) -> dict[str, tuple[ControlStatus, str | None]]:
+    with session_scope(factory) as s:
+        return {c.kind.value: (c.status, c.reason) for c in s.scalars(
+            select(Control).where(Control.job_id == job_id))}
+
+
+def test_a_released_job_is_let_go_at_once_as_the_reaper_would(sessions):
+    """Released: queued at once with its attempt, checkpoint and pending adjust kept, and
+    the queue's bell rung; a requested pause or cancel is carried out; a stale lease is
+    refused and changes nothing."""
+    [worker_id] = _seed(sessions, 3, 1)
+    with session_scope(sessions) as s:
+        worker = s.get(Worker, worker_id)
+        held = [queue.claim(s, worker, lease_s=60) for _ in range(3)]
+        leases = {j.id: j.lease_token for j in held}
+        ids = [j.id for j in held]
+        s.get(Job, ids[0]).checkpoint_sha256 = "c" * 64
+        s.add(Control(job_id=ids[0], seq=1, kind=ControlKind.adjust, hyper={"eta": 0.1}))
+        for job_id, kind in ((ids[1], "pause"), (ids[2], "cancel")):
+            s.get(Job, job_id).requested = kind
+            s.add(Control(job_id=job_id, seq=1, kind=ControlKind(kind)))
+    with session_scope(sessions) as s:
+        with pytest.raises(ConflictError):
+            queue.release(s, ids[0], "not-the-lease")
+    for job_id in ids:
+        with session_scope(sessions) as s:
+            queue.release(s, job_id, leases[job_id])
+            rang = s.info[wakeups._TOUCHED]
+            assert job_id in rang and (QUEUE in rang) == (job_id == ids[0])
+    with session_scope(sessions) as s:
+        with pytest.raises(ConflictError):  # let go: its lease is gone
+            queue.release(s, ids[0], leases[ids[0]])
+        jobs = [s.get(Job, i) for i in ids]
+        assert [j.status for j in jobs] == [JobStatus.queued, JobStatus.paused,
+                                            JobStatus.cancelled]
+        assert all(j.lease_token is None and j.worker_id is None and j.attempt == 1
+                   for j in jobs)
+        assert jobs[0].checkpoint_sha256 == "c" * 64 and jobs[0].finished_at is None
+        assert jobs[2].finished_at is not None
+    assert _controls(sessions, ids[0]) == {"adjust": (ControlStatus.pending, None)}
+    released = "applied when the worker released the job"
+    assert _controls(sessions, ids[1]) == {"pause": (ControlStatus.applied, released)}
+    assert _controls(sessions, ids[2]) == {"cancel": (ControlStatus.applied, released)}
+    with session_scope(sessions) as s:  # the next claim resumes it, the next attempt
+        again = queue.claim(s, s.get(Worker, worker_id), lease_s=60)
+        assert (again.id, again.attempt, again.checkpoint_sha256) == (ids[0], 2, "c" * 64)
+
+
+def test_the_jobs_of_a_dead_worker_are_requeued_and_no_other_workers(sessions):
+    """By the token and name the dead worker registered with: its job goes back to the
+    queue; a job another worker holds, even one the dead worker held before, stays."""
+    first, second = _seed(sessions, 2, 2)
+    with session_scope(sessions) as s:
+        token_id = s.get(Worker, first).token_id
+        mine = queue.claim(s, s.get(Worker, first), lease_s=60).id
+        theirs = queue.claim(s, s.get(Worker, second), lease_s=60).id
+    with session_scope(sessions) as s:
+        assert queue.requeue_held_by(s, "no-such-token", "w0") == []
+        assert queue.requeue_held_by(s, token_id, "w0") == [mine]
+    with session_scope(sessions) as s:
+        assert s.get(Job, mine).status == JobStatus.queued
+        assert s.get(Job, theirs).worker_id == second
+        # The second worker takes the requeued job: the first's name no longer holds it.
+        assert queue.claim(s, s.get(Worker, second), lease_s=60).id == mine
+    with session_scope(sessions) as s:
+        assert queue.requeue_held_by(s, token_id, "w0") == []
+        assert {j.status for j in s.scalars(select(Job))} == {JobStatus.running}

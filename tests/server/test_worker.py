@@ -123,7 +123,7 @@ class FakeServer:
         if "weights" in parts:  # a finish that brings the final weights
             self.weights = self.finish_weights = parts["weights"]
         body = json.loads(parts.get("finish", request.content)) \
-            if kind not in ("checkpoint", "weights") else None
+            if kind not in ("checkpoint", "weights", "release") else None
         if kind == "heartbeat":
             return httpx.Response(200, json={"lease_expires_at": _later(), "action": "continue",
                                              "controls": []})
@@ -163,7 +163,8 @@ def _later() -> str:
 
 def _run(server: FakeServer, tmp_path, *, controls=(), checkpoint: int | None = None,
          epochs: int = EPOCHS, log_s: float = 0.0, checkpoint_s: float = 0.0,
-         datasets: LoadedDatasets | None = None) -> str:
+         datasets: LoadedDatasets | None = None,
+         shutdown: threading.Event | None = None) -> str:
     """Run the job against ``server``; by default logs go out at every step and a
     checkpoint at every epoch's end."""
     claim = {"job_id": "j1", "lease_token": LEASE, "lease_expires_at": _later(),
@@ -178,7 +179,7 @@ def _run(server: FakeServer, tmp_path, *, controls=(), checkpoint: int | None = 
                           retry_for_s=1.0)
     try:
         return JobRun(client, claim, device="cpu", cache=tmp_path / "cache",
-                      shutdown=threading.Event(), datasets=datasets).run()
+                      shutdown=shutdown or threading.Event(), datasets=datasets).run()
     finally:
         client.close()
 
@@ -304,6 +305,33 @@ def test_a_lost_lease_is_abandoned_without_another_write(tmp_path):
     assert len(after) <= 3 and all(status == 409 for _, _, status in after), after
     assert server.finish is None
     assert [e["epoch"] for e in server.epochs] == [1]
+
+
+def test_a_stopping_worker_checkpoints_then_releases_its_job(tmp_path):
+    """Shutdown mid-job: the steps so far, then a checkpoint where training stopped, then
+    the release, the job's last request; no finish."""
+    server, shutdown = FakeServer(), threading.Event()
+
+    def stop_after_an_epoch() -> None:
+        deadline = time.monotonic() + 30
+        while not server.epochs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        shutdown.set()
+
+    threading.Thread(target=stop_after_an_epoch, daemon=True).start()
+    assert _run(server, tmp_path, epochs=400, checkpoint_s=60.0, shutdown=shutdown) == \
+        "released"
+    writes = [(p.rsplit("/", 1)[1], status) for m, p, status in server.requests
+              if "/jobs/" in p and m != "GET"]
+    assert writes[-1] == ("release", 204)
+    assert "finish" not in dict(writes) and server.finish is None
+    ((epoch, sha),) = server.checkpoints.items()  # only the one taken at shutdown
+    assert 1 <= epoch < 400 and sha in server.blobs
+    # Every step up to where it stopped went out before the checkpoint.
+    last = max(server.steps)
+    assert sorted(server.steps) == list(range(1, last + 1)) and last >= STEPS_PER_EPOCH
+    assert writes.index(("checkpoint", 204)) > max(i for i, (k, _) in enumerate(writes)
+                                                   if k == "logs")
 
 
 @pytest.mark.parametrize("at_step", [STEPS_PER_EPOCH + 5, 2 * STEPS_PER_EPOCH + 1])

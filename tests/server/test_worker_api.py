@@ -436,6 +436,7 @@ def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, m
         ("post", "finish", {"data": {"finish": json.dumps({"status": "succeeded", "epoch": 9,
                                                            "step": 99})},
                             "files": {"weights": ("w", b"stale", "application/octet-stream")}}),
+        ("post", "release", {}),
     ]
     for method, path, kw in writes:
         r = getattr(worker, method)(f"/v1/worker/jobs/{job_id}/{path}", headers=stale, **kw)
@@ -454,26 +455,35 @@ def _held_claim(worker: httpx.Client, wid: str, wait_s: float) -> tuple[httpx.Re
     return r, time.monotonic() - t0
 
 
-@pytest.mark.parametrize("how", ["submitted", "resumed"])
+@pytest.mark.parametrize("how", ["submitted", "resumed", "released"])
 def test_a_held_claim_takes_a_job_as_soon_as_it_is_queued(user, worker, dataset_id, how):
     """Well within the held poll's re-read interval: the queueing's commit rang it."""
     wid = _register(worker)
     _drain(worker, wid)
-    paused = None
+    earlier = None
     if how == "resumed":
-        paused = user.post("/v1/jobs", json=mlp_job(dataset_id)).json()["id"]
-        assert user.post(f"/v1/jobs/{paused}/pause").json()["status"] == "paused"
+        earlier = user.post("/v1/jobs", json=mlp_job(dataset_id)).json()["id"]
+        assert user.post(f"/v1/jobs/{earlier}/pause").json()["status"] == "paused"
         _drain(worker, wid)
+    elif how == "released":  # held by another worker, which lets go of it
+        earlier = user.post("/v1/jobs", json=mlp_job(dataset_id)).json()["id"]
+        leaving = _drain(worker, _register(worker), until=earlier)
     with ThreadPoolExecutor(1) as pool:
         held = pool.submit(_held_claim, worker, wid, CONTROLS_RECHECK_S + 5)
         time.sleep(0.3)  # the claim is held by now
         queued_at = time.monotonic()
-        job_id = paused if paused else user.post("/v1/jobs", json=mlp_job(dataset_id)).json()["id"]
-        if paused:
-            assert user.post(f"/v1/jobs/{paused}/resume").status_code == 200
+        job_id = earlier or user.post("/v1/jobs", json=mlp_job(dataset_id)).json()["id"]
+        if how == "resumed":
+            assert user.post(f"/v1/jobs/{earlier}/resume").status_code == 200
+        elif how == "released":
+            r = worker.post(f"/v1/worker/jobs/{earlier}/release",
+                            headers={"Kiln-Lease": leaving["lease_token"]})
+            assert r.status_code == 204, r.text
         r, _ = held.result()
     assert r.status_code == 200 and r.json()["job_id"] == job_id, r.text
     assert time.monotonic() - queued_at < CONTROLS_RECHECK_S / 2
+    if how == "released":
+        assert r.json()["attempt"] == 2
     _finish(worker, job_id, {"Kiln-Lease": r.json()["lease_token"]})
 
 

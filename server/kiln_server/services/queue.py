@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import ColumnElement, case, delete, func, select, update
 from sqlalchemy.orm import Session, defer
 
 from ..blobs import BlobStore, Staging
@@ -66,6 +66,8 @@ __all__ = [
     "put_state",
     "reap",
     "register",
+    "release",
+    "requeue_held_by",
     "worker_for",
 ]
 
@@ -98,13 +100,13 @@ def _resolve_lifecycle(session: Session, job_ids: Iterable[str], kinds: Iterable
              resolved_at=utcnow()))
 
 
-def reap(session: Session, now: datetime | None = None) -> list[str]:
-    """Return running jobs whose lease expired to the queue (or to paused / cancelled when
-    that was requested); the ids of the jobs reaped."""
-    now = now or utcnow()
-    rows = session.execute(update(Job).where(
-        Job.status == JobStatus.running, Job.lease_expires_at < now,
-    ).values(
+def _let_go(session: Session, which: ColumnElement[bool], now: datetime, why: str
+            ) -> list[str]:
+    """End the hold on the running jobs ``which`` selects: each goes back to the queue (or
+    to paused / cancelled when that was requested, the request then applied ``why``),
+    keeping its attempt, checkpoint and pending adjust/freeze/thaw for the next holder.
+    The ids of the jobs let go."""
+    rows = session.execute(update(Job).where(Job.status == JobStatus.running, which).values(
         status=case((Job.requested == "cancel", JobStatus.cancelled.value),
                     (Job.requested == "pause", JobStatus.paused.value),
                     else_=JobStatus.queued.value),
@@ -119,8 +121,33 @@ def reap(session: Session, now: datetime | None = None) -> list[str]:
         ids = [i for i, s in rows if s == status]
         if ids:
             _resolve_lifecycle(session, ids, _LIFECYCLE, ControlStatus.applied, None, None,
-                               "applied when the worker's lease expired")
+                               f"applied {why}")
     return [i for i, _ in rows]
+
+
+def reap(session: Session, now: datetime | None = None) -> list[str]:
+    """Return running jobs whose lease expired to the queue (or to paused / cancelled when
+    that was requested); the ids of the jobs reaped."""
+    now = now or utcnow()
+    return _let_go(session, Job.lease_expires_at < now, now,
+                   "when the worker's lease expired")
+
+
+def release(session: Session, job_id: str, lease: str) -> None:
+    """The worker lets go of the job (it is stopping, its checkpoint is posted): back to
+    the queue at once, as the reaper would return it once the lease lapsed."""
+    job = _leased(session, job_id, lease)
+    _let_go(session, Job.id == job.id, utcnow(), "when the worker released the job")
+
+
+def requeue_held_by(session: Session, token_id: str, name: str) -> list[str]:
+    """Let go of the running jobs held by the workers registered with this token under
+    this name, as :func:`release` does: for a worker known to be dead (its process has
+    exited), whose jobs need not wait for their leases to lapse. The ids of the jobs let
+    go; a job that another worker has claimed since is that worker's, and stays."""
+    workers = select(Worker.id).where(Worker.token_id == token_id, Worker.name == name)
+    return _let_go(session, Job.worker_id.in_(workers), utcnow(),
+                   "when the worker died")
 
 
 def claim(session: Session, worker: Worker, lease_s: float) -> Job | None:

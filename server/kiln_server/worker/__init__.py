@@ -2,7 +2,8 @@
 
 It registers its device, then claims jobs one at a time and trains each with the engine
 (:mod:`.run`), until SIGTERM or SIGINT: then the job in hand is checkpointed at the next
-step boundary and let go (its lease lapses and another worker resumes it from there).
+step boundary and released (the server queues it again at once, and the next worker
+resumes it from there).
 While the queue is empty its claim waits on the server for a job, up to CLAIM_WAIT_S a
 request; a signal ends that wait at once.
 """

@@ -191,6 +191,10 @@ class WorkerClient:
         self._request("PUT", f"/jobs/{job_id}/{kind}", lease=lease, content=blob,
                       params={"epoch": epoch, "step": step})
 
+    def release(self, job_id: str, lease: str) -> None:
+        """Let go of an unfinished job: the server queues it again at once."""
+        self._request("POST", f"/jobs/{job_id}/release", lease=lease)
+
     def finish(self, job_id: str, lease: str, status: str, epoch: int, step: int,
                error: str | None = None, steps: dict[str, Any] | None = None,
                epochs: list[dict[str, Any]] | None = None, weights: bytes | None = None

@@ -424,6 +424,20 @@ class JobRun:
             raise _AbandonError() from e
         logger.info("job %s: finished, %s", self.job_id, status)
 
+    def _release(self) -> None:
+        """Shutting down: post what is queued (the checkpoint last), then let go of the
+        job, which the server queues again at once, to resume from that checkpoint. If
+        the server cannot be told, the job waits for its lease to lapse instead."""
+        if not self.sender.drain():
+            raise _AbandonError()
+        try:
+            self.client.release(self.job_id, self.lease)
+        except (WorkerAPIError, ServerUnreachableError) as e:
+            logger.warning("job %s: could not release it (%s); it is queued again once its "
+                           "lease lapses", self.job_id, e)
+            return
+        logger.info("job %s: released at step %d for shutdown", self.job_id, self.step)
+
     # ------------------------------------------------------------------ the loop
 
     def _train(self) -> str:
@@ -473,8 +487,8 @@ class JobRun:
         beat = threading.Thread(target=self._heartbeats, name="kiln-heartbeat", daemon=True,
                                 args=(heartbeat_interval(self.claim),))
         beat.start()
-        # Not joined at the end: its poll returns (409) once the job is finished, or
-        # runs out on its own after a release; it writes nothing.
+        # Not joined at the end: its poll returns (409) once the job is finished or
+        # released; it writes nothing.
         threading.Thread(target=self._listen, name="kiln-controls", daemon=True,
                          args=(max((c["seq"] for c in self.claim["controls"]), default=0),)
                          ).start()
@@ -489,10 +503,7 @@ class JobRun:
                 self._finish("failed", describe_failure(e))
                 return "failed"
             if status == "":
-                # Shutting down: the checkpoint is posted; the lease lapses and the job
-                # goes back to the queue, to resume from that checkpoint.
-                self.sender.drain()
-                logger.info("job %s: released at step %d for shutdown", self.job_id, self.step)
+                self._release()
                 return "released"
             self._finish(status)
             return status

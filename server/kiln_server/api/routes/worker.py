@@ -15,6 +15,7 @@ Contract (all bodies JSON unless said; ``Authorization: Bearer <worker token>``)
     PUT  /v1/worker/jobs/{id}/state      {tree}                              -> 204
     POST /v1/worker/jobs/{id}/finish     {status, epoch, step, error, steps, epochs} -> 204
                                          (or multipart: finish=<that JSON>, weights=<file>)
+    POST /v1/worker/jobs/{id}/release    (no body)                            -> 204
 
 The worker's loop:
 
@@ -69,6 +70,11 @@ The worker's loop:
   epoch rows (``epochs``) may come with it, stored in the same transaction. The final
   weights come in the same request as a multipart body (``finish``: the JSON above,
   ``weights``: the safetensors file), or before it by ``PUT …/weights``.
+- **Release** when the worker stops (SIGTERM) with the job unfinished: checkpoint, post
+  what is queued, then ``POST …/release``. The job goes back to the queue at once (a
+  pause or cancel requested meanwhile is carried out instead), keeping its attempt, its
+  checkpoint and its pending adjust/freeze/thaw for the next worker, which resumes it.
+  A worker that dies without releasing leaves the job to its lease's expiry.
 
 Any write whose lease is no longer current (expired, or the job was requeued and claimed
 again) gets **409** and changes nothing: stop working on that job at once. Bodies are
@@ -332,3 +338,11 @@ async def finish_job(job_id: str, request: Request, lease: Lease, session: Sessi
     multipart body carries the final weights with it (one request, not two)."""
     body, weights = await _read_finish(request, blobs, settings)
     await run_in_threadpool(queue.finish, session, job_id, lease, body, blobs, weights)
+
+
+@router.post("/jobs/{job_id}/release", status_code=204, responses=_LEASE)
+def release_job(job_id: str, lease: Lease, session: SessionDep,
+                token: CurrentWorkerToken) -> None:
+    """Let go of an unfinished job (the worker is stopping): it is queued again at once,
+    to resume from its last checkpoint."""
+    queue.release(session, job_id, lease)
