@@ -2,7 +2,9 @@
 
     kiln-server serve [--host H] [--port P] [--data-dir D] [--database-url URL] [--workers N]
     kiln-server migrate [--data-dir D] [--database-url URL]
-    kiln-server token create --user NAME [--worker]
+    kiln-server token create --user NAME [--worker | --admin] [--data-dir D] [--database-url URL]
+    kiln-server token list [--data-dir D] [--database-url URL]
+    kiln-server token revoke ID_OR_TOKEN [--data-dir D] [--database-url URL]
     kiln-server worker --url URL --token TOKEN [--device cpu|cuda:N] [--dataset-memory-mb MB]
 """
 
@@ -15,7 +17,10 @@ import os
 import sys
 from pathlib import Path
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from .db import make_sessionmaker, session_scope
+from .models import User
 from .settings import Settings
 
 __all__ = ["main"]
@@ -46,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     start_workers = None
     if args.workers:
         with session_scope(make_sessionmaker(engine)) as session:
-            worker_token = auth.create_token(session, LOCAL_WORKER_USER, worker=True)
+            worker_token = auth.create_token(session, LOCAL_WORKER_USER, worker=True)[1]
         start_workers = functools.partial(LocalWorkers, url, worker_token, args.workers)
     engine.dispose()
     print(f"Kiln is serving at {url} (docs at {url}/docs) with {args.workers} local "
@@ -66,16 +71,58 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _token(args: argparse.Namespace) -> int:
+def _token_sessions(args: argparse.Namespace) -> sessionmaker[Session]:
+    """The database's sessions, migrated and with its admin seeded."""
     from .app import prepare
-    from .services import auth
 
     engine, admin_token = prepare(_settings(args))
     if admin_token is not None:  # a fresh database: its admin token is shown only now
         print(f"Kiln admin token (shown once, stored hashed): {admin_token}", file=sys.stderr)
-    with session_scope(make_sessionmaker(engine)) as session:
-        token = auth.create_token(session, args.user, worker=args.worker)
-    print(token)
+    return make_sessionmaker(engine)
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from .services import auth
+
+    with session_scope(_token_sessions(args)) as session:
+        token, secret = auth.create_token(session, args.user, worker=args.worker,
+                                          admin=args.admin)
+        kind = auth.token_kind(token, session.get(User, token.user_id))
+        print(f"created {kind} token {token.id} for {args.user!r}", file=sys.stderr)
+    print(secret)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from .services import auth
+
+    with session_scope(_token_sessions(args)) as session:
+        rows = [(t.id, u.name, auth.token_kind(t, u), t.prefix or "-",
+                 f"{t.created_at:%Y-%m-%d %H:%M:%S}Z") for t, u in auth.list_tokens(session)]
+    table = [("ID", "USER", "KIND", "PREFIX", "CREATED"), *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        print("  ".join([*(v.ljust(w) for v, w in zip(row[:-1], widths, strict=True)),
+                         row[-1]]))
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    from .errors import ConflictError
+    from .services import auth
+
+    try:
+        with session_scope(_token_sessions(args)) as session:
+            token = auth.find_token(session, args.token)
+            if token is None:
+                print(f"kiln-server token revoke: no token {args.token!r} (give its id, as "
+                      f"`kiln-server token list` shows it, or the token itself)", file=sys.stderr)
+                return 1
+            auth.revoke_token(session, token.id)
+    except ConflictError as e:
+        print(f"kiln-server token revoke: {e}", file=sys.stderr)
+        return 1
+    print(f"revoked token {token.id}")
     return 0
 
 
@@ -120,10 +167,21 @@ def _parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="manage tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
     create = tsub.add_parser("create", help="create a token and print it (once)")
-    create.add_argument("--user", required=True)
-    create.add_argument("--worker", action="store_true", help="a token for the worker API")
+    create.add_argument("--user", required=True, help="its user (created if new)")
+    kind = create.add_mutually_exclusive_group()
+    kind.add_argument("--worker", action="store_true", help="a token for the worker API")
+    kind.add_argument("--admin", action="store_true",
+                      help="make the user an admin (e.g. to replace a lost admin token)")
     storage(create)
-    create.set_defaults(run=_token)
+    create.set_defaults(run=_token_create)
+    listing = tsub.add_parser("list", help="list the tokens (never their secrets)")
+    storage(listing)
+    listing.set_defaults(run=_token_list)
+    revoke = tsub.add_parser("revoke", help="revoke a token: it is refused from now on")
+    revoke.add_argument("token", metavar="ID_OR_TOKEN",
+                        help="the token's id (see `token list`) or the token itself")
+    storage(revoke)
+    revoke.set_defaults(run=_token_revoke)
 
     work = sub.add_parser("worker", help="run a worker that pulls jobs from a server")
     work.add_argument("--url", required=True)

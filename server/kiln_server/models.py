@@ -119,7 +119,8 @@ class User(Base):
 
 
 class Token(Base):
-    """A bearer token, stored as its sha256 only. ``worker`` tokens reach only the worker API."""
+    """A bearer token, stored as its sha256 only. ``worker`` tokens reach only the worker API.
+    ``prefix`` is the start of a generated token, to tell it apart (services/auth.py)."""
 
     __tablename__ = "tokens"
 
@@ -127,6 +128,7 @@ class Token(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     worker: Mapped[bool] = mapped_column(Boolean, default=False)
+    prefix: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

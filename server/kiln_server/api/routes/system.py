@@ -1,4 +1,4 @@
-"""Health, Prometheus metrics, and tokens (admin)."""
+"""Health, Prometheus metrics, the caller, and tokens (admin: create, list, revoke)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from fastapi import APIRouter, Response
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ...schemas import TokenCreate, TokenPublic
+from ...models import Token, User
+from ...schemas import TokenCreate, TokenInfo, TokenPublic, TokensPublic, UserPublic
 from ...services import auth, metrics
-from ..deps import AdminUser, SessionDep, SettingsDep
+from ..deps import AdminUser, CurrentUser, SessionDep, SettingsDep
 
 router = APIRouter(tags=["system"])
 
@@ -39,8 +40,37 @@ def prometheus_metrics(session: SessionDep, settings: SettingsDep) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+@router.get("/v1/me")
+async def whoami(user: CurrentUser) -> UserPublic:
+    """The user this token belongs to (clients check a token with it)."""
+    return UserPublic(name=user.name, admin=user.is_admin)
+
+
+def _info(token: Token, user: User) -> TokenInfo:
+    return TokenInfo(id=token.id, user=user.name, kind=auth.token_kind(token, user),
+                     prefix=token.prefix, created_at=token.created_at)
+
+
 @router.post("/v1/tokens", status_code=201)
 def create_token(body: TokenCreate, session: SessionDep, admin: AdminUser) -> TokenPublic:
-    """Create a token for a user (created if new), or a worker token; shown only now."""
-    token = auth.create_token(session, body.user, worker=body.worker)
-    return TokenPublic(user=body.user, worker=body.worker, token=token)
+    """Create a token for a user (created if new; made an admin with ``admin``), or a
+    worker token; its secret is shown only now."""
+    token, secret = auth.create_token(session, body.user, worker=body.worker, admin=body.admin)
+    user = session.get(User, token.user_id)
+    return TokenPublic(**_info(token, user).model_dump(), worker=token.worker, token=secret)
+
+
+@router.get("/v1/tokens")
+def list_tokens(session: SessionDep, admin: AdminUser) -> TokensPublic:
+    """Every token: its id, user, kind, first characters and creation time (never the
+    secret, which the server does not keep)."""
+    tokens = [_info(t, u) for t, u in auth.list_tokens(session)]
+    return TokensPublic(data=tokens, count=len(tokens))
+
+
+@router.delete("/v1/tokens/{token_id}", status_code=204, responses={
+    404: {"description": "no such token"},
+    409: {"description": "the last admin token: create another admin token first"}})
+def revoke_token(token_id: str, session: SessionDep, admin: AdminUser) -> None:
+    """Revoke a token: every request with it is refused (401) from now on."""
+    auth.revoke_token(session, token_id)
