@@ -1,8 +1,9 @@
 """The API's error shape, one for every 4xx.
 
 Every error body is FastAPI's: ``{"detail": "..."}`` for errors about a resource (401,
-403, 404, 409, and 413 for a body over its limit), and for invalid input (422) a list
-naming each bad field by its location, exactly as FastAPI reports a malformed request::
+403, 404, 409, 413 for a body over its limit, 415 for a body of a type the route does
+not take), and for invalid input (422) a list naming each bad field by its location,
+exactly as FastAPI reports a malformed request::
 
     {"detail": [{"loc": ["body", "model", "layers", "enc", "layers", 0, "out"],
                  "msg": "must be a positive integer; got 0", "type": "value_error"}]}

@@ -104,3 +104,99 @@ def test_tokens_are_required(server):
     assert httpx.get(server.url + "/v1/datasets").status_code == 401
     r = httpx.get(server.url + "/v1/datasets", headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401
+
+
+# --- multipart uploads (what curl -F sends) ---------------------------------------------
+
+def _blob_names(server) -> list[str]:
+    return sorted(p.name for p in (server.data_dir / "blobs").rglob("*"))
+
+
+def test_a_multipart_upload_is_taken_and_named_after_its_file(user, digits, digits_npz):
+    import hashlib
+
+    content = digits_npz.read_bytes()
+    r = user.post("/v1/datasets", files={"file": ("digits.npz", content)})
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert ds["name"] == "digits"
+    assert ds["sha256"] == hashlib.sha256(content).hexdigest()  # the file, not the form
+    assert ds["size_bytes"] == len(content)
+    assert {a["name"]: (a["shape"], a["dtype"]) for a in ds["arrays"]} == {
+        k: (list(v.shape), v.dtype.name) for k, v in digits.items()}
+    assert user.get(f"/v1/datasets/{ds['id']}").json() == ds
+
+
+def test_the_name_comes_from_the_query_then_the_form_then_the_file(user):
+    content = npz_bytes(x=np.ones((2, 2)))
+    post = lambda **kw: user.post("/v1/datasets", **kw).json()["name"]
+    assert post(files={"file": ("dir/Data.NPZ", content)}) == "Data"
+    assert post(files={"file": ("a.npz", content), "name": (None, "from-form")}) == "from-form"
+    assert post(files={"file": ("a.npz", content), "name": (None, "from-form")},
+                params={"name": "from-query"}) == "from-query"
+
+
+@pytest.mark.parametrize(("files", "words"), [
+    ({"name": (None, "only a name")}, "got the fields ['name']"),
+    ({"data": ("d.npz", b"PK")}, "got the fields ['data']"),
+    ({"file": (None, "text, not a file")}, "file of the field 'file'"),
+], ids=["no-file", "file-under-another-name", "file-as-text"])
+def test_a_form_without_its_file_is_422_naming_body_file(user, files, words):
+    r = user.post("/v1/datasets", files=files)
+    assert r.status_code == 422, r.text
+    [err] = r.json()["detail"]
+    assert err["loc"] == ["body", "file"] and words in err["msg"]
+    assert "curl -F file=@data.npz" in err["msg"]
+    assert user.get("/v1/datasets").json()["count"] == 0
+
+
+def test_a_bad_file_or_form_is_422_and_keeps_nothing(user, server):
+    before = _blob_names(server)
+    r = user.post("/v1/datasets", files={"file": ("x.npz", pickle.dumps({"x": [1]}))})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "file"]
+    assert "not an .npz" in r.json()["detail"][0]["msg"]
+    r = user.post("/v1/datasets", content=b"--x\r\n", headers={
+        "Content-Type": "multipart/form-data"})  # no boundary
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    r = user.post("/v1/datasets", files={"file": ("x.npz", b"PK"), "name": (None, "n" * 201)})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "name"]
+    assert user.get("/v1/datasets").json()["count"] == 0
+    assert _blob_names(server) == before
+
+
+def test_a_multipart_upload_over_the_limit_is_413_and_keeps_nothing(user, server):
+    from .conftest import MAX_BODY_BYTES
+
+    before = _blob_names(server)
+    just_over = npz_bytes(x=np.zeros(MAX_UPLOAD_BYTES // 8 + 10))  # the file is too large
+    far_over = npz_bytes(x=np.zeros((MAX_UPLOAD_BYTES + MAX_BODY_BYTES) // 8 + 10))
+    for content in (just_over, far_over):  # the second is refused by its Content-Length
+        r = user.post("/v1/datasets", files={"file": ("big.npz", content)})
+        assert r.status_code == 413, r.text
+        assert "limit" in r.json()["detail"]
+    assert user.get("/v1/datasets").json()["count"] == 0
+    assert _blob_names(server) == before
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/x-www-form-urlencoded",  # what curl --data-binary sends unless told
+    "application/json", "text/plain",
+])
+def test_another_content_type_is_415_saying_how_to_send_it(user, content_type):
+    r = user.post("/v1/datasets", content=npz_bytes(x=np.ones(3)),
+                  headers={"Content-Type": content_type})
+    assert r.status_code == 415, r.text
+    msg = r.json()["detail"]
+    assert repr(content_type) in msg
+    assert "curl -F file=@data.npz" in msg
+    assert "curl --data-binary @data.npz -H 'Content-Type: application/octet-stream'" in msg
+    assert user.get("/v1/datasets").json()["count"] == 0
+
+
+def test_the_openapi_document_offers_both_bodies(server):
+    import httpx
+
+    doc = httpx.get(server.url + "/openapi.json").json()
+    body = doc["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/octet-stream", "multipart/form-data"}
+    assert body["multipart/form-data"]["schema"]["required"] == ["file"]

@@ -12,14 +12,18 @@ CPU, which a worker training on the same cores feels.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..blobs import BlobStore, Staging, TooLargeError
+from ..errors import InvalidError
 from ..models import Token, User
 from ..services import auth
 from ..settings import Settings
@@ -33,8 +37,10 @@ __all__ = [
     "SessionDep",
     "SettingsDep",
     "limited",
+    "multipart",
     "receive",
     "stage",
+    "stage_file",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="a Kiln token: Authorization: Bearer kiln_…")
@@ -135,9 +141,45 @@ async def stage(chunks: AsyncIterator[bytes], blobs: BlobStore, limit: int) -> S
     return staged
 
 
-async def receive(request: Request, blobs: BlobStore, limit: int) -> Staging:
-    """Stream a request's body into blob staging (TooLargeError past ``limit``)."""
+def _refuse_longer(request: Request, limit: int) -> None:
+    """TooLargeError, before a byte is read, for a body declared longer than ``limit``."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise TooLargeError(limit)  # refused before a byte is read
+        raise TooLargeError(limit)
+
+
+async def receive(request: Request, blobs: BlobStore, limit: int) -> Staging:
+    """Stream a request's body into blob staging (TooLargeError past ``limit``)."""
+    _refuse_longer(request, limit)
     return await stage(request.stream(), blobs, limit)
+
+
+@contextlib.asynccontextmanager
+async def multipart(request: Request, limit: int, *, max_files: int, max_fields: int,
+                    max_field_bytes: int) -> AsyncIterator[FormData]:
+    """A multipart/form-data body's form, parsed as it streams in by starlette: its text
+    fields (each at most ``max_field_bytes``) and its files, spooled to temporary files
+    (disk past 1 MiB), closed when the block ends. The whole body may hold ``limit``
+    bytes (TooLargeError past it); a malformed one, or one with more parts than allowed,
+    is a 422 naming the body."""
+    _refuse_longer(request, limit)
+    parser = MultiPartParser(request.headers, limited(request.stream(), limit),
+                             max_files=max_files, max_fields=max_fields,
+                             max_part_size=max_field_bytes)
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise InvalidError(["body"], f"not a valid multipart body: {e.message}") from None
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
+async def stage_file(upload: UploadFile, blobs: BlobStore, limit: int) -> Staging:
+    """Copy a form's file into blob staging (TooLargeError past ``limit``)."""
+    async def chunks() -> AsyncIterator[bytes]:
+        while chunk := await upload.read(1 << 20):
+            yield chunk
+
+    return await stage(chunks(), blobs, limit)

@@ -86,16 +86,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ...blobs import BlobStore, Staging
 from ...db import session_scope
@@ -126,8 +124,9 @@ from ..deps import (
     SessionDep,
     SettingsDep,
     limited,
+    multipart,
     receive,
-    stage,
+    stage_file,
 )
 
 router = APIRouter(prefix="/worker", tags=["worker"])
@@ -303,14 +302,9 @@ async def _read_finish(request: Request, blobs: BlobStore, settings: Settings
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raw = b"".join([c async for c in limited(request.stream(), settings.max_body_bytes)])
         return _finish_from_json(raw, ["body"]), None
-    parser = MultiPartParser(request.headers, limited(request.stream(), settings.max_body_bytes
-                                                      + settings.max_upload_bytes),
-                             max_files=1, max_fields=1, max_part_size=settings.max_body_bytes)
-    try:
-        form = await parser.parse()
-    except MultiPartException as e:
-        raise InvalidError(["body"], f"not a valid multipart body: {e.message}") from None
-    try:
+    async with multipart(request, settings.max_body_bytes + settings.max_upload_bytes,
+                         max_files=1, max_fields=1,
+                         max_field_bytes=settings.max_body_bytes) as form:
         text, upload = form.get("finish"), form.get("weights")
         if not isinstance(text, str):
             raise InvalidError(["body", "finish"], "a multipart finish needs a 'finish' field "
@@ -320,14 +314,7 @@ async def _read_finish(request: Request, blobs: BlobStore, settings: Settings
         body = _finish_from_json(text, ["body", "finish"])
         if upload is None:
             return body, None
-        return body, await stage(_chunks(upload), blobs, settings.max_upload_bytes)
-    finally:
-        await form.close()
-
-
-async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(1 << 20):
-        yield chunk
+        return body, await stage_file(upload, blobs, settings.max_upload_bytes)
 
 
 @router.post("/jobs/{job_id}/finish", status_code=204, responses=_LEASE,
