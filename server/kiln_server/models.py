@@ -142,7 +142,9 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    arrays: Mapped[list[Any]] = mapped_column()  # [{"name", "shape", "dtype"}]
+    # [{"name", "shape", "dtype"}, with "min" and "max" for integer and boolean arrays
+    # uploaded since they are recorded]
+    arrays: Mapped[list[Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
