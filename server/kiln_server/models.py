@@ -259,7 +259,9 @@ class StepBatch(Base):
     """Consecutive per-step losses, compactly: one row per batch a worker posts."""
 
     __tablename__ = "step_batches"
-    __table_args__ = (UniqueConstraint("job_id", "first_step"),)
+    # AUTOINCREMENT on SQLite: a batch replaced by a resumed worker's must get a new id,
+    # never the one it replaced (event streams resume from the last id they sent).
+    __table_args__ = (UniqueConstraint("job_id", "first_step"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     max_page_size: int = Field(500, gt=0)
     max_step_points: int = Field(2000, gt=0, description="steps returned after downsampling")
     events_poll_s: float = Field(0.5, gt=0, description="how often an SSE stream looks for news")
+    events_keepalive_s: float = Field(
+        15.0, gt=0, description="an SSE stream silent this long sends a comment, so that "
+        "proxies keep it open")
+    events_retry_ms: int = Field(2000, gt=0, description="the reconnection delay an SSE "
+                                 "stream asks clients to wait (its retry: field)")
 
     @field_validator("admin_token")
     @classmethod

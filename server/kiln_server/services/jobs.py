@@ -10,6 +10,7 @@ Every control is a row numbered per job; rows are numbered under the job's row l
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -218,38 +219,91 @@ def steps(session: Session, owner: User, job_id: str, max_points: int
 
 @dataclass
 class EventCursor:
-    """What an event stream has already sent."""
+    """What an event stream has sent, so that a stream resumed from it sends the rest once.
+
+    Step batches and epoch rows are sent in the order of their row ids (a job's rows are
+    written one transaction at a time, under its lock, so ids grow in commit order), and
+    controls by ``seq`` (numbered under the same lock: every control up to ``control_seq``
+    has been sent, those in ``pending`` only as pending). A control's state and the job's
+    (status, epoch) are sent when they differ from what was sent last.
+    """
 
     step_id: int = 0
     epoch_id: int = 0
-    controls: dict[int, str] = field(default_factory=dict)  # seq -> status sent
+    control_seq: int = 0
+    pending: set[int] = field(default_factory=set)
     status: str | None = None
     epoch: int = -1
 
+    def encode(self, job_id: str) -> str:
+        """The cursor as an SSE event id: opaque, URL-safe, bound to its job."""
+        text = ":".join(["1", job_id[:_JOB_PREFIX], str(self.step_id), str(self.epoch_id),
+                         str(self.control_seq), "-".join(map(str, sorted(self.pending))),
+                         self.status or "", str(self.epoch)])
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, event_id: str, job_id: str) -> EventCursor:
+        """The cursor of an id that :meth:`encode` gave for this job (ValueError if not)."""
+        try:
+            text = base64.urlsafe_b64decode(event_id + "=" * (-len(event_id) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            text = ""
+        m = _EVENT_ID.fullmatch(text)
+        if m is None or m["status"] not in {"", *JobStatus}:
+            raise ValueError("is not an event id of this server")
+        if m["job"] != job_id[:_JOB_PREFIX]:
+            raise ValueError(f"is an event id of another job, not of {job_id!r}")
+        pending = {int(n) for n in m["pending"].split("-")} if m["pending"] else set()
+        cursor = cls(int(m["step_id"]), int(m["epoch_id"]), int(m["seq"]), pending,
+                     m["status"] or None, int(m["epoch"]))
+        if any(n > cursor.control_seq for n in pending):
+            raise ValueError("is not an event id of this server")
+        return cursor
+
+
+#: How much of the job id an event id carries: enough to refuse another job's ids.
+_JOB_PREFIX = 8
+_EVENT_ID = re.compile(r"1:(?P<job>\w{0,8}):(?P<step_id>\d{1,18}):(?P<epoch_id>\d{1,18}):"
+                       r"(?P<seq>\d{1,18}):(?P<pending>(?:\d{1,18}(?:-\d{1,18})*)?):"
+                       r"(?P<status>[a-z]*):(?P<epoch>-1|\d{1,18})", re.ASCII)
+
 
 def news(session: Session, owner: User, job_id: str, cursor: EventCursor
-         ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-    """Events since ``cursor`` (which it advances), and whether the job has finished."""
+         ) -> tuple[list[tuple[str, dict[str, Any], str]], bool]:
+    """Events since ``cursor`` (which it advances), each as (kind, data, the event id of
+    the cursor just after it), and whether the job has finished."""
     job = get(session, owner, job_id)
-    out: list[tuple[str, dict[str, Any]]] = []
+    out: list[tuple[str, dict[str, Any], str]] = []
+
+    def sent(kind: str, data: dict[str, Any]) -> None:
+        out.append((kind, data, cursor.encode(job_id)))
+
     for row in session.scalars(select(StepBatch).where(StepBatch.job_id == job_id,
                                                        StepBatch.id > cursor.step_id)
                                .order_by(StepBatch.id)):
-        out.append(("steps", {"epoch": row.epoch, "first_step": row.first_step,
-                              "losses": row.losses}))
         cursor.step_id = row.id
+        sent("steps", {"epoch": row.epoch, "first_step": row.first_step, "losses": row.losses})
     for row in session.scalars(select(Epoch).where(Epoch.job_id == job_id,
                                                    Epoch.id > cursor.epoch_id)
                                .order_by(Epoch.id)):
-        out.append(("epoch", EpochPublic.model_validate(row).model_dump(mode="json")))
         cursor.epoch_id = row.id
-    for c in session.scalars(select(Control).where(Control.job_id == job_id)
-                             .order_by(Control.seq)):
-        if cursor.controls.get(c.seq) != c.status.value:
-            out.append(("control", ControlPublic.model_validate(c).model_dump(mode="json")))
-            cursor.controls[c.seq] = c.status.value
+        sent("epoch", EpochPublic.model_validate(row).model_dump(mode="json"))
+    for c in session.scalars(select(Control).where(
+            Control.job_id == job_id,
+            (Control.seq > cursor.control_seq) | Control.seq.in_(cursor.pending))
+            .order_by(Control.seq)):
+        pending = c.status == ControlStatus.pending
+        if c.seq in cursor.pending and pending:
+            continue  # sent as pending already; sent again once resolved
+        cursor.control_seq = max(cursor.control_seq, c.seq)
+        if pending:
+            cursor.pending.add(c.seq)
+        else:
+            cursor.pending.discard(c.seq)
+        sent("control", ControlPublic.model_validate(c).model_dump(mode="json"))
     if (job.status.value, job.epoch) != (cursor.status, cursor.epoch):
-        out.append(("status", {"status": job.status.value, "epoch": job.epoch,
-                               "step": job.step, "error": job.error}))
         cursor.status, cursor.epoch = job.status.value, job.epoch
+        sent("status", {"status": job.status.value, "epoch": job.epoch, "step": job.step,
+                        "error": job.error})
     return out, job.status not in ACTIVE

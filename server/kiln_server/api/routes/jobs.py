@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from ...db import session_scope
-from ...errors import NotFoundError
+from ...errors import InvalidError, NotFoundError
 from ...models import JobStatus
 from ...schemas import (
     ControlCreate,
@@ -121,27 +122,71 @@ def get_weights(job_id: str, session: SessionDep, user: CurrentUser,
                         filename=f"{job_id}.safetensors")
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
-async def job_events(job_id: str, request: Request, user: CurrentUser,
-                     settings: SettingsDep) -> StreamingResponse:
-    """Server-sent events: steps, epoch, control and status, until the job finishes."""
+_EVENTS_DOC = {200: {"content": {"text/event-stream": {}}},
+               422: {"description": "Last-Event-ID (or ?last_event_id=) is not an event id "
+                                    "this server gave for this job"}}
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses=_EVENTS_DOC)
+async def job_events(job_id: str, request: Request, user: CurrentUser, settings: SettingsDep,
+                     last_event_id: Annotated[str | None, Header(
+                         description="the id of the last event received: the stream "
+                         "resumes after it (EventSource sends it when it reconnects)")] = None,
+                     last_event_id_query: Annotated[str | None, Query(
+                         alias="last_event_id", description="the same, for a first request "
+                         "that cannot set headers; the header wins")] = None,
+                     ) -> StreamingResponse:
+    """Server-sent events, until the job finishes: its progress, live.
+
+    Events (``event:`` kind, ``data:`` JSON):
+
+    - ``steps``: ``{epoch, first_step, losses}``, a batch of step losses as posted (the
+      epoch of its first step, from 1; a batch replaced by a resumed worker comes again);
+    - ``epoch``: an EpochPublic, once per finished epoch;
+    - ``control``: a ControlPublic, when a control appears and again when it is applied
+      or rejected;
+    - ``status``: ``{status, epoch, step, error}`` when the status or the epochs completed
+      change (the last event, once the job has finished).
+
+    Every event has an ``id:``, an opaque cursor of what the stream has sent. Reconnect
+    with it (``Last-Event-ID``) to receive every later event once: the steps and epochs
+    not yet received, each control whose state changed since (one pending then resolved
+    while away arrives resolved), and the status if it changed. The stream asks clients
+    to wait ``retry:`` ms before reconnecting, and sends a ``: ping`` comment after
+    ``events_keepalive_s`` of silence.
+    """
+    raw = last_event_id if last_event_id is not None else last_event_id_query
+    where = ["header", "last-event-id"] if last_event_id is not None else \
+        ["query", "last_event_id"]
+    try:
+        cursor = jobs.EventCursor.decode(raw, job_id) if raw else jobs.EventCursor()
+    except ValueError as e:
+        raise InvalidError(where, str(e)) from None
     factory = request.app.state.sessions
 
-    def poll(cursor: jobs.EventCursor) -> tuple[list[tuple[str, dict]], bool]:
+    def poll() -> tuple[list[tuple[str, dict[str, Any], str]], bool]:
         with session_scope(factory) as session:
             return jobs.news(session, user, job_id, cursor)
 
-    cursor = jobs.EventCursor()
-    await run_in_threadpool(poll, jobs.EventCursor())  # a 404 now, not mid-stream
+    first = await run_in_threadpool(poll)  # a 404 now, not mid-stream
 
     async def stream() -> AsyncIterator[str]:
-        while not await request.is_disconnected():
-            events, done = await run_in_threadpool(poll, cursor)
-            for kind, data in events:
-                yield f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
+        yield f"retry: {settings.events_retry_ms}\n\n"
+        events, done = first
+        quiet_since = time.monotonic()
+        while True:
+            for kind, data, event_id in events:
+                yield f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
+                quiet_since = time.monotonic()
             if done:
                 return
+            if time.monotonic() - quiet_since >= settings.events_keepalive_s:
+                yield ": ping\n\n"
+                quiet_since = time.monotonic()
             await asyncio.sleep(settings.events_poll_s)
+            if await request.is_disconnected():
+                return
+            events, done = await run_in_threadpool(poll)
 
-    return StreamingResponse(stream(), media_type="text/event-stream")
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
