@@ -43,11 +43,12 @@ def merged(rows: list[EpochRow], controls: list[Control], total: int) -> list[st
 
 
 def _follow(job: Job, rows: list[EpochRow], controls: list[Control]) -> None:
-    """Print the job's new epoch rows, control changes and status changes as they come,
-    until it ends (what ``merged`` already showed is not shown again)."""
+    """Print the job's status, then its new epoch rows, control changes and status
+    changes as they come, until it ends (what ``merged`` already showed is not shown
+    again)."""
     seen: set[tuple[Any, ...]] = {("epoch", r.epoch) for r in rows}
     seen |= {("control", c.seq, c.status) for c in controls}
-    status = job.status
+    status = None
     for event in job.events():
         data = event.data
         if event.kind == "status" and data.get("status") != status:
