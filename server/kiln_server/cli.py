@@ -40,23 +40,37 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from .app import create_app, prepare
-    from .services import auth
+    from .services import auth, queue
     from .serving import LocalWorkers, serve
+    from .worker import worker_name
 
     settings = _settings(args)
     engine, token = prepare(settings)  # migrate before the workers start
+    sessions = make_sessionmaker(engine)
     url = f"http://{args.host}:{args.port}"
     if token is not None:
         print(f"Kiln admin token (shown once, stored hashed): {token}", flush=True)
-    start_workers = None
+    start_workers = local = None
     if args.workers:
-        with session_scope(make_sessionmaker(engine)) as session:
-            worker_token = auth.create_token(session, LOCAL_WORKER_USER, worker=True)[1]
-        start_workers = functools.partial(LocalWorkers, url, worker_token, args.workers)
-    engine.dispose()
+        with session_scope(sessions) as session:
+            local, secret = auth.create_token(session, LOCAL_WORKER_USER, worker=True)
+
+        def requeue(pid: int) -> list[str]:  # the jobs of a local worker that died
+            with session_scope(sessions) as session:
+                return queue.requeue_held_by(session, local.id, worker_name(pid))
+
+        start_workers = functools.partial(LocalWorkers, url, secret, args.workers,
+                                          on_exit=requeue)
+    engine.dispose()  # the app has its own; a requeue connects again when it needs to
     print(f"Kiln is serving at {url} (docs at {url}/docs) with {args.workers} local "
           f"worker(s)", flush=True)
-    serve(create_app(settings), args.host, args.port, start_workers)
+    try:
+        serve(create_app(settings), args.host, args.port, start_workers)
+    finally:
+        if local is not None:  # its workers are gone; each start makes a new one
+            with session_scope(sessions) as session:
+                auth.revoke_token(session, local.id)
+            engine.dispose()
     return 0
 
 
@@ -156,7 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API server (and local workers)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="local workers (0 for none)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="local workers, replaced if they die (0 for none)")
     storage(serve)
     serve.set_defaults(run=_serve)
 

@@ -26,7 +26,8 @@ from .datasets import DEFAULT_MEMORY_MB, LoadedDatasets
 from .run import JobRun
 
 __all__ = ["CLAIM_POLL_BACKOFF", "CLAIM_POLL_FIRST_S", "CLAIM_POLL_MAX_S", "CLAIM_WAIT_S",
-           "DEFAULT_MEMORY_MB", "ClaimInterruptedError", "claim_loop", "describe_device", "main"]
+           "DEFAULT_MEMORY_MB", "ClaimInterruptedError", "claim_loop", "describe_device", "main",
+           "worker_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ CLAIM_POLL_MAX_S = 2.0
 DEFAULT_CACHE = Path.home() / ".cache" / "kiln-worker"
 
 _DEVICE = re.compile(r"^(cpu|cuda(?::(\d+))?)$")
+
+
+def worker_name(pid: int | None = None) -> str:
+    """The name a worker process registers with unless given one: host and pid (how
+    ``serve`` finds the jobs of a local worker that died)."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
 def describe_device(device: str) -> dict[str, Any]:
@@ -120,7 +127,7 @@ def main(url: str, token: str, device: str = "cpu", *, cache: Path | None = None
         signal.signal(sig, stop)
     client = WorkerClient(url, token, stop=shutdown)
     try:
-        worker_id = client.register(name or f"{socket.gethostname()}:{os.getpid()}", described)
+        worker_id = client.register(name or worker_name(), described)
         logger.info("worker %s registered at %s with %s", worker_id, url, described)
         claim_loop(client, worker_id, shutdown, lambda claim: JobRun(
             client, claim, device=device, cache=cache, shutdown=shutdown,
