@@ -320,23 +320,23 @@ class TokenInfo(BaseModel):
     """A token as listed: never its secret."""
 
     id: str = Field(description="revoke it by this id")
-    user: str
+    user: str = Field(description="the user it belongs to")
     kind: TokenKind = Field(description="what it reaches: the user API (user), also the "
                             "admin's routes (admin), or only the worker API (worker)")
     prefix: str | None = Field(description="the token's first characters, to recognise it "
                                "(null for KILN_ADMIN_TOKEN and tokens older than this field)")
-    created_at: datetime
+    created_at: datetime = Field(description="when it was created")
 
 
 class TokensPublic(BaseModel):
-    data: list[TokenInfo]
-    count: int
+    data: list[TokenInfo] = Field(description="every token, oldest first")
+    count: int = Field(description="how many there are")
 
 
 class TokenPublic(TokenInfo):
     """A new token: the one time its secret is shown."""
 
-    worker: bool
+    worker: bool = Field(description="a token for the worker API only (kind 'worker')")
     token: str = Field(description="shown once; the server keeps only its sha256")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import secrets
 
+import httpx
+
 from .conftest import ADMIN_TOKEN, Server
 
 
@@ -86,3 +88,16 @@ def test_a_lost_admin_token_is_replaced_and_the_last_one_kept(tmp_path):
                     assert user.get("/v1/jobs").status_code == 200
     finally:
         srv.stop()
+
+
+def test_the_token_routes_and_fields_are_documented(server):
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert {m: op["operationId"] for m, op in spec["paths"]["/v1/tokens"].items()} == {
+        "post": "create_token", "get": "list_tokens"}
+    revoke = spec["paths"]["/v1/tokens/{token_id}"]["delete"]
+    assert revoke["operationId"] == "revoke_token" and {"204", "404", "409"} <= set(
+        revoke["responses"])
+    schemas = spec["components"]["schemas"]
+    for name in ("TokenCreate", "TokenInfo", "TokensPublic", "TokenPublic"):
+        props = schemas[name]["properties"]
+        assert props and not [p for p, s in props.items() if not s.get("description")], name
