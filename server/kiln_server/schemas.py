@@ -72,8 +72,15 @@ METRICS = ("loss", "accuracy")
 STOP_METRICS = ("train_loss", "val_loss", "val_accuracy")
 
 
+#: The largest count (epoch, step, sequence number) a request may carry: what a database
+#: INTEGER column holds (PostgreSQL's is 32-bit).
+COUNT_MAX = 2**31 - 1
+
+
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Numbers JSON cannot carry (NaN, infinities, which pydantic would take as strings)
+    # are refused: stored, they could not be sent back.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class _Out(BaseModel):
@@ -399,9 +406,10 @@ class ClaimedJob(BaseModel):
 
 
 class Heartbeat(_In):
-    epoch: int = Field(ge=0, description="epochs completed (0 during the first)")
-    step: int = Field(ge=0, description="global steps completed, over all epochs")
-    steps_per_epoch: int | None = Field(None, ge=1, description="steps in one epoch")
+    epoch: int = Field(ge=0, le=COUNT_MAX, description="epochs completed (0 during the first)")
+    step: int = Field(ge=0, le=COUNT_MAX, description="global steps completed, over all epochs")
+    steps_per_epoch: int | None = Field(None, ge=1, le=COUNT_MAX,
+                                        description="steps in one epoch")
 
 
 class HeartbeatReply(BaseModel):
@@ -418,20 +426,26 @@ class ControlsReply(BaseModel):
 
 
 class StepsIn(_In):
-    epoch: int = Field(ge=1, description="the epoch of first_step (a batch may run on into "
-                                         "the next epochs)")
-    first_step: int = Field(ge=1)
+    epoch: int = Field(ge=1, le=COUNT_MAX, description="the epoch of first_step (a batch may "
+                       "run on into the next epochs)")
+    first_step: int = Field(ge=1, le=COUNT_MAX)
     losses: list[float | None] = Field(min_length=1, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _last_step_counts(self) -> StepsIn:
+        if self.first_step + len(self.losses) - 1 > COUNT_MAX:
+            raise ValueError(f"the steps of a batch must end by step {COUNT_MAX}")
+        return self
 
 
 class EpochIn(_In):
-    epoch: int = Field(ge=1)
+    epoch: int = Field(ge=1, le=COUNT_MAX)
     train_loss: float | None = None
     val_loss: float | None = None
     metrics: dict[str, float | None] = Field(default_factory=dict)
     learning_rates: dict[str, float] = Field(default_factory=dict)
     frozen: list[str] = Field(default_factory=list)
-    skipped_steps: int = Field(0, ge=0)
+    skipped_steps: int = Field(0, ge=0, le=COUNT_MAX)
     samples_per_s: float | None = None
     duration_s: float | None = None
 
@@ -442,7 +456,8 @@ class LogsIn(_In):
 
     steps: StepsIn | None = Field(None, description="a batch of step losses")
     epochs: list[EpochIn] = Field(default_factory=list, description="epoch rows")
-    step: int = Field(0, ge=0, description="the global step at the end of the last epoch row")
+    step: int = Field(0, ge=0, le=COUNT_MAX,
+                      description="the global step at the end of the last epoch row")
 
     @model_validator(mode="after")
     def _not_empty(self) -> LogsIn:
@@ -452,10 +467,10 @@ class LogsIn(_In):
 
 
 class ControlResult(_In):
-    seq: int
+    seq: int = Field(ge=1, le=COUNT_MAX)
     status: Literal["applied", "rejected"]
-    epoch: int | None = None
-    step: int | None = None
+    epoch: int | None = Field(None, ge=1, le=COUNT_MAX)
+    step: int | None = Field(None, ge=1, le=COUNT_MAX)
     reason: str | None = None
 
 
@@ -471,8 +486,8 @@ class StateReport(_In):
 
 class Finish(_In):
     status: Literal["succeeded", "failed", "cancelled", "paused"]
-    epoch: int = Field(ge=0, description="epochs completed")
-    step: int = Field(ge=0, description="global steps completed")
+    epoch: int = Field(ge=0, le=COUNT_MAX, description="epochs completed")
+    step: int = Field(ge=0, le=COUNT_MAX, description="global steps completed")
     error: str | None = Field(None, max_length=100_000)
     steps: StepsIn | None = Field(
         None, description="the last step losses, stored as by POST …/logs (saves a request)")

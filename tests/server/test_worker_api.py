@@ -412,6 +412,28 @@ def test_a_json_body_that_is_not_utf8_is_a_4xx_and_changes_nothing(user, worker,
     assert (job["status"], job["error"], job["step"]) == ("running", None, 0)
 
 
+@pytest.mark.parametrize("method, path, kw, loc", [
+    ("post", "heartbeat", {"json": {"epoch": 0, "step": 2**31}}, ["body", "step"]),
+    ("post", "logs", {"json": {"steps": {"epoch": 1, "first_step": 2**31 - 1,
+                                         "losses": [1.0, 1.0]}}}, ["body", "steps"]),
+    ("post", "logs", {"json": {"steps": {"epoch": 1, "first_step": 1,
+                                         "losses": [1.0, "NaN"]}}},
+     ["body", "steps", "losses", 1]),
+    ("post", "finish", {"json": {"status": "failed", "epoch": 2**63, "step": 0}},
+     ["body", "epoch"]),
+    ("put", "checkpoint", {"content": b"c", "params": {"epoch": 0, "step": 2**40}},
+     ["query", "step"]),
+    ("get", "controls", {"params": {"after": 2**64}}, ["query", "after"]),
+], ids=["step", "last-step", "nan", "finish-epoch", "checkpoint-step", "after"])
+def test_counts_past_what_the_database_holds_and_nan_are_422s(user, worker, claimed, method,
+                                                               path, kw, loc):
+    """Found by the fuzzer (test_fuzz_api.py): a step past 2**31 - 1 was a 500."""
+    job_id, lease, _, _ = claimed
+    r = getattr(worker, method)(f"/v1/worker/jobs/{job_id}/{path}", headers=lease, **kw)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc, r.text
+    assert user.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+
+
 def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, make_client):
     job_id, stale, _, _ = claimed
     time.sleep(LEASE_S + 1.0)  # the lease expires; the reaper (every 0.3 s) requeues the job

@@ -100,6 +100,7 @@ from ...db import session_scope
 from ...errors import InvalidError, NotFoundError
 from ...models import Token
 from ...schemas import (
+    COUNT_MAX,
     ClaimedJob,
     ClaimRequest,
     ControlPublic,
@@ -209,7 +210,7 @@ def heartbeat(job_id: str, body: Heartbeat, lease: Lease, session: SessionDep,
 
 @router.get("/jobs/{job_id}/controls", responses=_LEASE)
 async def wait_controls(job_id: str, request: Request, lease: Lease, token: CurrentWorkerToken,
-                        settings: SettingsDep, after: int = Query(0, ge=0),
+                        settings: SettingsDep, after: int = Query(0, ge=0, le=COUNT_MAX),
                         wait_s: float = Query(20.0, ge=0)) -> ControlsReply:
     """Wait until the job has a control numbered above ``after``, or ``wait_s`` passes."""
     wakeups, sessions = request.app.state.wakeups, request.app.state.sessions
@@ -249,7 +250,8 @@ def report_controls(job_id: str, body: ControlResults, lease: Lease, session: Se
             openapi_extra=_BYTES, max_body_size=STREAMED)
 async def put_checkpoint(job_id: str, request: Request, lease: Lease, session: SessionDep,
                          token: CurrentWorkerToken, blobs: BlobsDep, settings: SettingsDep,
-                         epoch: int = Query(ge=0), step: int = Query(ge=0)) -> None:
+                         epoch: int = Query(ge=0, le=COUNT_MAX),
+                         step: int = Query(ge=0, le=COUNT_MAX)) -> None:
     """Upload the job's checkpoint (opaque bytes the worker can resume from)."""
     staged = await receive(request, blobs, settings.max_upload_bytes)
     await run_in_threadpool(queue.put_blob, session, blobs, job_id, lease, "checkpoint", staged,
