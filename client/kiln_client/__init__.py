@@ -17,9 +17,11 @@ Importing this package does not import the engine; it is loaded when a model or 
 is serialised or rebuilt.
 """
 
+import logging as _logging
+
 from ._async_client import AsyncClient, AsyncJob
 from ._client import Client, Job
-from ._config import config_path, load_config, save_config
+from ._config import config_path, forget_config, load_config, save_config
 from ._errors import (
     APIError,
     AuthError,
@@ -34,6 +36,9 @@ from ._errors import (
 )
 from ._types import ArrayInfo, Control, Dataset, EpochRow, Epochs, Event, Steps, User, Worker
 from ._version import __version__
+
+# A library logs (a dropped event stream, reopened) only where its user asked to see it.
+_logging.getLogger("kiln_client").addHandler(_logging.NullHandler())
 
 __all__ = [
     "APIError",
@@ -61,6 +66,7 @@ __all__ = [
     "Worker",
     "__version__",
     "config_path",
+    "forget_config",
     "load_config",
     "save_config",
 ]

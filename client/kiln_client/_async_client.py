@@ -23,7 +23,7 @@ import httpx
 from . import _calls as calls
 from ._base import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, BaseClient
 from ._calls import Call
-from ._errors import JobFailed
+from ._errors import JobFailed, KilnConnectionError
 from ._files import CHUNK_BYTES, atomic_file, npz_file, upload_target
 from ._job import JobFields, StreamFollower, build_model
 from ._progress import WaitProgress
@@ -48,7 +48,8 @@ class AsyncClient(BaseClient):
         limits = httpx.Limits(max_connections=max_connections,
                               max_keepalive_connections=min(20, max_connections))
         self._http = httpx.AsyncClient(base_url=self.url, headers=self._headers(),
-                                       timeout=self.timeout, transport=transport, limits=limits)
+                                       timeout=self.timeout, transport=transport, limits=limits,
+                                       verify=self._verify)
         self.datasets = AsyncDatasets(self)
         self.jobs = AsyncJobs(self)
         self.workers = AsyncWorkers(self)
@@ -106,11 +107,15 @@ class AsyncClient(BaseClient):
         """``Client._stream``, awaited."""
         timeout = self.timeout if read_timeout is None else \
             httpx.Timeout(self.timeout.connect, read=read_timeout, connect=self.timeout.connect)
-        async with self._http.stream("GET", path, headers=headers, timeout=timeout) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                raise self._error(response)
-            yield response
+        try:
+            async with self._http.stream("GET", path, headers=headers,
+                                         timeout=timeout) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._error(response)
+                yield response
+        except httpx.TransportError as e:
+            raise self._connection_error(e) from e
 
 
 class AsyncDatasets:
@@ -168,7 +173,12 @@ class AsyncJobs:
                         batch_size=batch_size, epochs=epochs, validation=validation, seed=seed,
                         metrics=metrics, stop=stop, schedule=schedule, shuffle=shuffle,
                         name=name)
-        return AsyncJob(self._client, await self._client._call(calls.create_job(body)))
+        return await self.submit_spec(body)
+
+    async def submit_spec(self, spec: dict[str, Any]) -> AsyncJob:
+        """Queue a job given as the API's JSON body (a job file, read): every field as
+        written, so the server names any it does not know."""
+        return AsyncJob(self._client, await self._client._call(calls.create_job(dict(spec))))
 
     async def get(self, job_id: str) -> AsyncJob:
         return AsyncJob(self._client, await self._client._call(calls.get_job(job_id)))
@@ -241,12 +251,12 @@ class AsyncJob(JobFields):
 
     def events(self) -> AsyncIterator[Event]:
         """The job's events (see ``Job.events``), ``async for``."""
-        return self._follow(StreamFollower(self._client))
+        return self._follow(StreamFollower(self._client, self.id))
 
     async def _follow(self, follower: StreamFollower) -> AsyncIterator[Event]:
         path = calls.job_path(self.id, "events")
         while not follower.done:
-            error: Exception | None = None
+            error: KilnConnectionError | None = None
             try:
                 async with self._client._stream(
                         path, headers=follower.headers(),
@@ -256,7 +266,7 @@ class AsyncJob(JobFields):
                         if (event := decoder.feed(line)) is not None:
                             follower.seen(event, time.monotonic())
                             yield event
-            except httpx.TransportError as e:
+            except KilnConnectionError as e:
                 error = e
             if not follower.done:
                 await anyio.sleep(follower.dropped(time.monotonic(), error))
@@ -265,7 +275,7 @@ class AsyncJob(JobFields):
         """Follow the job until it finishes (see ``Job.wait``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with WaitProgress(self.id, self.total_epochs, enabled=progress) as shown:
-            async for event in self._follow(StreamFollower(self._client, deadline)):
+            async for event in self._follow(StreamFollower(self._client, self.id, deadline)):
                 shown.on_event(event)
         await self.refresh()
         if self.status == "failed":

@@ -51,6 +51,12 @@ class BaseClient:
         self.timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0))
         self.retries = retries
 
+    @property
+    def _verify(self) -> bool:
+        """Whether to load the CA certificates: only an https server needs them (loading
+        them costs a plain-http client 20-40 ms at start, which ``kiln jobs`` feels)."""
+        return self.url.startswith("https://")
+
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": f"kiln-client/{__version__}", "Accept": "application/json"}
         if self.token:

@@ -25,7 +25,7 @@ import httpx
 from . import _calls as calls
 from ._base import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, BaseClient
 from ._calls import Call
-from ._errors import JobFailed
+from ._errors import JobFailed, KilnConnectionError
 from ._files import CHUNK_BYTES, atomic_file, npz_file, upload_target
 from ._job import JobFields, StreamFollower, build_model
 from ._progress import WaitProgress
@@ -48,7 +48,8 @@ class Client(BaseClient):
                  transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(url, token, timeout=timeout, retries=retries)
         self._http = httpx.Client(base_url=self.url, headers=self._headers(),
-                                  timeout=self.timeout, transport=transport)
+                                  timeout=self.timeout, transport=transport,
+                                  verify=self._verify)
         self.datasets = Datasets(self)
         self.jobs = Jobs(self)
         self.workers = Workers(self)
@@ -104,15 +105,18 @@ class Client(BaseClient):
     @contextlib.contextmanager
     def _stream(self, path: str, *, headers: dict[str, str] | None = None,
                 read_timeout: float | None = None) -> Iterator[httpx.Response]:
-        """A GET whose body is read as it comes (an error status raises its typed error;
-        transport errors are left to the caller, which knows how to resume)."""
+        """A GET whose body is read as it comes: an error status raises its typed error, a
+        connection that fails (also while the body is read) KilnConnectionError."""
         timeout = self.timeout if read_timeout is None else \
             httpx.Timeout(self.timeout.connect, read=read_timeout, connect=self.timeout.connect)
-        with self._http.stream("GET", path, headers=headers, timeout=timeout) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise self._error(response)
-            yield response
+        try:
+            with self._http.stream("GET", path, headers=headers, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._error(response)
+                yield response
+        except httpx.TransportError as e:
+            raise self._connection_error(e) from e
 
 
 class Datasets:
@@ -176,7 +180,12 @@ class Jobs:
                         batch_size=batch_size, epochs=epochs, validation=validation, seed=seed,
                         metrics=metrics, stop=stop, schedule=schedule, shuffle=shuffle,
                         name=name)
-        return Job(self._client, self._client._call(calls.create_job(body)))
+        return self.submit_spec(body)
+
+    def submit_spec(self, spec: dict[str, Any]) -> Job:
+        """Queue a job given as the API's JSON body (a job file, read): every field as
+        written, so the server names any it does not know."""
+        return Job(self._client, self._client._call(calls.create_job(dict(spec))))
 
     def get(self, job_id: str) -> Job:
         return Job(self._client, self._client._call(calls.get_job(job_id)))
@@ -264,12 +273,12 @@ class Job(JobFields):
     def events(self) -> Iterator[Event]:
         """The job's events as they happen (steps, epoch, control, status), from the start,
         until it finishes; a dropped connection is reopened where it left off."""
-        return self._follow(StreamFollower(self._client))
+        return self._follow(StreamFollower(self._client, self.id))
 
     def _follow(self, follower: StreamFollower) -> Iterator[Event]:
         path = calls.job_path(self.id, "events")
         while not follower.done:
-            error: Exception | None = None
+            error: KilnConnectionError | None = None
             try:
                 with self._client._stream(path, headers=follower.headers(),
                                           read_timeout=follower.read_timeout(time.monotonic())
@@ -279,7 +288,7 @@ class Job(JobFields):
                         if (event := decoder.feed(line)) is not None:
                             follower.seen(event, time.monotonic())
                             yield event
-            except httpx.TransportError as e:
+            except KilnConnectionError as e:
                 error = e
             if not follower.done:
                 time.sleep(follower.dropped(time.monotonic(), error))
@@ -290,7 +299,7 @@ class Job(JobFields):
         ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with WaitProgress(self.id, self.total_epochs, enabled=progress) as shown:
-            for event in self._follow(StreamFollower(self._client, deadline)):
+            for event in self._follow(StreamFollower(self._client, self.id, deadline)):
                 shown.on_event(event)
         self.refresh()
         if self.status == "failed":

@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_URL", "Config", "config_path", "load_config", "resolve", "save_config"]
+__all__ = ["DEFAULT_URL", "Config", "config_path", "forget_config", "load_config", "resolve",
+           "save_config"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -63,6 +64,14 @@ def save_config(url: str, token: str) -> Path:
     os.chmod(tmp, 0o600)  # O_CREAT's mode is masked by the umask
     os.replace(tmp, path)
     return path
+
+
+def forget_config() -> bool:
+    """Delete the saved server and token (``kiln logout``); whether there was any."""
+    path = config_path()
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
 
 
 def resolve(url: str | None, token: str | None) -> tuple[str, str | None]:

@@ -4,6 +4,7 @@ of following its event stream, and rebuilding the trained model.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,8 @@ from ._errors import KilnConnectionError, WaitTimeout
 from ._types import FINISHED, Event, parse_time
 
 __all__ = ["STREAM_RECONNECTS", "JobFields", "StreamFollower", "build_model"]
+
+log = logging.getLogger("kiln_client")
 
 #: Times in a row a dropped event stream is reopened (with back-off) before giving up.
 STREAM_RECONNECTS = 6
@@ -118,8 +121,9 @@ class StreamFollower:
     times in a row; any event received resets that count.
     """
 
-    def __init__(self, client: BaseClient, deadline: float | None = None) -> None:
-        self.client, self.deadline = client, deadline
+    def __init__(self, client: BaseClient, job_id: str, deadline: float | None = None
+                 ) -> None:
+        self.client, self.job_id, self.deadline = client, job_id, deadline
         self.last_id: str | None = None
         self.done = False
         self.failures = 0
@@ -147,20 +151,21 @@ class StreamFollower:
         if event.kind == "status" and event.data.get("status") in FINISHED:
             self.done = True
 
-    def dropped(self, now: float, error: Exception | None) -> float:
+    def dropped(self, now: float, error: KilnConnectionError | None) -> float:
         """The stream ended early (``error`` if it failed): seconds to wait before
         reopening it; raises WaitTimeout past the deadline, KilnConnectionError when it
         keeps failing."""
         self._check_deadline(now)
         self.failures += 1
         if self.failures > STREAM_RECONNECTS:
-            raise (self.client._connection_error(error) if error is not None else
-                   KilnConnectionError(f"the event stream from {self.client.url} keeps "
-                                       f"closing early"))
-        delay = self.client._retry_delay(self.failures)
+            raise error or KilnConnectionError(f"the event stream of job {self.job_id} "
+                                               f"keeps closing early")
+        delay = min(self.client._retry_delay(self.failures), BACKOFF_MAX_S)
         if self.deadline is not None:
             delay = min(delay, max(0.0, self.deadline - now))
-        return min(delay, BACKOFF_MAX_S)
+        log.warning("the event stream of job %s dropped (%s); reopening it in %.1f s",
+                    self.job_id, error or "closed early", delay)
+        return delay
 
 
 def build_model(spec: dict[str, Any], weights: bytes) -> Any:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from kiln_client import Control, EpochRow, JobFailed, KilnConnectionError, NotFound
 from kiln_client import ValidationError as SpecRefused
@@ -158,7 +157,6 @@ class _Job:
 
 @pytest.mark.parametrize(("error", "code"), [
     (KilnConnectionError("cannot connect"), 3),
-    (httpx.ReadError("connection reset"), 3),
     (NotFound("no job 'x'", status=404), 1),
     (SpecRefused("model.out: bad", status=422), 1),
     (JobFailed(_Job()), 1),

@@ -192,3 +192,12 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_download_that_fails_is_a_connection_error(tmp_path):
+    job = {"id": "j", "status": "succeeded", "spec": {"model": {}}}
+    transport, _ = _recording(httpx.Response(200, json=job), httpx.ReadError("reset"))
+    client = Client("http://kiln", "kiln_t", transport=transport, retries=0)
+    with pytest.raises(KilnConnectionError, match="reset"):
+        client.jobs.get("j").download_weights(tmp_path / "w.safetensors")
+    assert not list(tmp_path.iterdir())  # no half-written file left behind

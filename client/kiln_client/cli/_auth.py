@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .._config import config_path, save_config
+from .._config import config_path, forget_config, save_config
 from ._output import JsonFlag, emit_json, say
 from ._session import Options, new_client
 
@@ -36,9 +36,7 @@ def login(ctx: typer.Context,
 
 def logout(json: JsonFlag = False) -> None:
     """Forget the saved server and token (remove the config file that login wrote)."""
-    path = config_path()
-    existed = path.exists()
-    path.unlink(missing_ok=True)
+    path, existed = config_path(), forget_config()
     if json:
         emit_json({"logged_out": existed, "config": str(path)})
     else:

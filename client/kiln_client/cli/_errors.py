@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import httpx
 import typer
 from typer.core import TyperGroup
 
@@ -40,7 +39,7 @@ def exit_code(error: Exception) -> int:
     """The exit code of an error the CLI reports (see the module docstring)."""
     if isinstance(error, CliError):
         return error.code
-    if isinstance(error, (KilnConnectionError, httpx.TransportError)):
+    if isinstance(error, KilnConnectionError):
         return EXIT_CONNECT
     if isinstance(error, KilnError):  # APIError, JobFailed, WaitTimeout
         return EXIT_API
@@ -62,8 +61,6 @@ class KilnGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        # httpx's own errors should not get past the SDK, but a download's streamed body
-        # lets a dropped connection through (Job.download_weights): still one line, exit 3.
-        except (KilnError, CliError, httpx.TransportError) as e:
+        except (KilnError, CliError) as e:
             report(e)
             raise typer.Exit(exit_code(e)) from None

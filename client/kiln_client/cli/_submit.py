@@ -4,12 +4,11 @@ fields overridable from the command line."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from .._calls import create_job
-from .._client import Client, Job
+from .._client import Client
 from ._errors import EXIT_API, CliError
 from ._follow import wait_for
 from ._jobfile import read_job_file, with_dataset, with_eta, with_stop
@@ -30,14 +29,6 @@ def _dataset_id(client: Client, id_or_name: str) -> str:
             return ds.id
     raise CliError(f"--dataset: you have no dataset with the id or name {id_or_name!r}",
                    EXIT_API)
-
-
-def _create(client: Client, job: dict[str, Any]) -> Job:
-    """Queue the job as the file gives it, so the server judges every field (and names a
-    misspelt or missing one). ``client.jobs.submit`` takes keyword arguments and cannot
-    pass on a field it does not know; until the SDK has a call for a whole job body,
-    this sends its create_job call."""
-    return Job(client, client._call(create_job(job)))
 
 
 def submit(ctx: typer.Context,
@@ -71,7 +62,7 @@ def submit(ctx: typer.Context,
     client = connect(ctx)
     if dataset is not None:
         job = with_dataset(job, _dataset_id(client, dataset))
-    created = _create(client, job)
+    created = client.jobs.submit_spec(job)  # as written: the server names a bad field
     if json and not watch:
         emit_json(created.data)
         return
