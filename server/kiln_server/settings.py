@@ -59,7 +59,10 @@ class Settings(BaseSettings):
     page_size: int = Field(50, gt=0)
     max_page_size: int = Field(500, gt=0)
     max_step_points: int = Field(2000, gt=0, description="steps returned after downsampling")
-    events_poll_s: float = Field(0.5, gt=0, description="how often an SSE stream looks for news")
+    events_poll_s: float = Field(
+        1.0, gt=0, description="how often a job's event stream re-reads the database when "
+        "nothing was written for the job through this process (which wakes it at once): the "
+        "bound on the extra delay of what is written through another API replica")
     events_keepalive_s: float = Field(
         15.0, gt=0, description="an SSE stream silent this long sends a comment, so that "
         "proxies keep it open")

@@ -1,9 +1,11 @@
-"""Wake-ups for the workers' long-polls, rung when a transaction commits: a job's bell for
-its controls long-poll, and the queue's bell (:data:`QUEUE`) for the claims held while
-the queue is empty.
+"""Wake-ups for the server's held requests, rung when a transaction commits: a job's bell
+for its controls long-poll, its news bell (:func:`news`) for its event streams, and the
+queue's bell (:data:`QUEUE`) for the claims held while the queue is empty.
 
 A service that changes what a long-poll waits for (a new control, the job's lease
-ended; a job queued) marks the job, or the queue, in its session with :func:`touch`.
+ended; a job queued) marks the job, or the queue, in its session with :func:`touch`
+(which also wakes the job's event streams); one that writes only what the streams
+report (step losses, epoch rows, progress, control results) with :func:`tell`.
 :class:`Wakeups`, attached to the app's sessionmaker, rings the bell once that
 transaction has committed, never before: a waiter woken earlier would read the database
 without the new row and go back to sleep. A rolled-back transaction rings nothing.
@@ -26,7 +28,7 @@ from collections.abc import Iterable
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["QUEUE", "Wakeups", "touch"]
+__all__ = ["QUEUE", "Wakeups", "news", "tell", "touch"]
 
 _TOUCHED = "kiln_touched_jobs"
 #: The queue's bell: rung when a job is queued (submitted, resumed, or requeued by the
@@ -34,9 +36,23 @@ _TOUCHED = "kiln_touched_jobs"
 QUEUE = "queue"
 
 
+def news(job_id: str) -> str:
+    """The key of the bell that a job's event streams wait on."""
+    return f"news:{job_id}"
+
+
 def touch(session: Session, job_id: str) -> None:
-    """Ring ``job_id``'s bell (or the QUEUE's) when this session's transaction commits."""
-    session.info.setdefault(_TOUCHED, set()).add(job_id)
+    """Ring ``job_id``'s bell (or the QUEUE's) when this session's transaction commits; a
+    job's event streams hear it too."""
+    keys = session.info.setdefault(_TOUCHED, set())
+    keys.add(job_id)
+    if job_id != QUEUE:
+        keys.add(news(job_id))
+
+
+def tell(session: Session, job_id: str) -> None:
+    """Wake ``job_id``'s event streams (not its worker's long-poll) when this commits."""
+    session.info.setdefault(_TOUCHED, set()).add(news(job_id))
 
 
 class Wakeups:

@@ -52,7 +52,7 @@ from ..schemas import (
     StepsIn,
     WorkerRegister,
 )
-from ..wakeups import QUEUE, touch
+from ..wakeups import QUEUE, tell, touch
 
 __all__ = [
     "claim",
@@ -170,6 +170,8 @@ def claim(session: Session, worker: Worker, lease_s: float) -> Job | None:
                           execution_options={"synchronize_session": False,
                                              "populate_existing": True}).first()
     worker.last_seen_at = now
+    if job is not None:
+        tell(session, job.id)  # its streams report it running
     return job
 
 
@@ -218,6 +220,7 @@ def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_
     now = utcnow()
     job.lease_expires_at = now + timedelta(seconds=lease_s)
     _progress(job, body.epoch, body.step)
+    tell(session, job.id)
     if body.steps_per_epoch is not None:
         job.steps_per_epoch = body.steps_per_epoch
     if job.worker_id:
@@ -268,6 +271,7 @@ def post_logs(session: Session, job_id: str, lease: str, body: LogsIn) -> None:
 def _store_logs(session: Session, job: Job, steps: StepsIn | None, epochs: list[EpochIn]
                 ) -> None:
     """What a log post or a finish brings: a step batch and epoch rows, either optional."""
+    tell(session, job.id)
     if steps is not None:
         _store_steps(session, job, steps)
     if epochs:
@@ -296,6 +300,7 @@ def _store_epochs(session: Session, job: Job, rows: list[EpochIn]) -> None:
 def control_results(session: Session, job_id: str, lease: str, body: ControlResults) -> None:
     """Mark controls applied (with the epoch and step) or rejected (with the reason)."""
     job = _leased(session, job_id, lease)
+    tell(session, job.id)
     seqs = [r.seq for r in body.results]
     by_seq = {c.seq: c for c in session.scalars(select(Control).where(
         Control.job_id == job.id, Control.seq.in_(seqs)))}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from ...schemas import (
     StepsPublic,
 )
 from ...services import jobs
+from ...wakeups import news
 from ..deps import BlobsDep, CurrentUser, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -168,11 +170,13 @@ async def job_events(job_id: str, request: Request, user: CurrentUser, settings:
         with session_scope(factory) as session:
             return jobs.news(session, user, job_id, cursor)
 
+    wakeups = request.app.state.wakeups
+    first_bell = wakeups.bell(news(job_id))  # taken before the read, as a long-poll does
     first = await run_in_threadpool(poll)  # a 404 now, not mid-stream
 
     async def stream() -> AsyncIterator[str]:
         yield f"retry: {settings.events_retry_ms}\n\n"
-        events, done = first
+        events, done, bell = *first, first_bell
         quiet_since = time.monotonic()
         while True:
             for kind, data, event_id in events:
@@ -183,9 +187,13 @@ async def job_events(job_id: str, request: Request, user: CurrentUser, settings:
             if time.monotonic() - quiet_since >= settings.events_keepalive_s:
                 yield ": ping\n\n"
                 quiet_since = time.monotonic()
-            await asyncio.sleep(settings.events_poll_s)
-            if await request.is_disconnected():
-                return
+            # Woken at once by what this process commits for the job; re-read every
+            # events_poll_s anyway, for what another replica wrote.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bell.wait(), settings.events_poll_s)
+            if wakeups.closed or await request.is_disconnected():
+                return  # shutting down: the client resumes elsewhere with its last id
+            bell = wakeups.bell(news(job_id))
             events, done = await run_in_threadpool(poll)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
