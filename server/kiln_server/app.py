@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
+        app.state.read_sessions = make_sessionmaker(engine, read_only=True)
         app.state.blobs = BlobStore(settings.blob_dir)
         app.state.wakeups.attach(app.state.sessions, asyncio.get_running_loop())
         reaper = asyncio.create_task(_reaper(app))

@@ -3,7 +3,10 @@
 SQLite transactions begin with ``BEGIN IMMEDIATE``: a transaction that reads and then
 writes would otherwise fail with "database is locked" when another writer committed in
 between (WAL cannot upgrade a stale read snapshot), rather than waiting its turn.
-Writers queue on the busy timeout instead; readers outside a transaction never wait.
+Writers queue on the busy timeout instead. A transaction that only reads (every one of
+a ``read_only`` sessionmaker's sessions: GET requests, the event streams' and long-polls'
+reads; or one begun with ``begin_read_only``: authentication's) begins deferred: it reads
+a WAL snapshot and never waits for, nor holds up, the writers.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_sessionmaker", "session_scope"]
+__all__ = ["begin_read_only", "make_engine", "make_sessionmaker", "session_scope"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: The execution option that marks a read-only transaction (a deferred BEGIN on SQLite).
+_READ_ONLY = "kiln_read_only"
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -39,13 +44,27 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False,
                                               "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _sqlite_connect)
-    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions whose objects stay readable after commit (handlers return them)."""
+def _sqlite_begin(conn: Any) -> None:
+    read_only = conn.get_execution_options().get(_READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (handlers return them); with
+    ``read_only``, sessions whose every transaction only reads (see the module's doc)."""
+    if read_only:
+        engine = engine.execution_options(**{_READ_ONLY: True})
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def begin_read_only(session: Session) -> None:
+    """Begin the session's next transaction as one that only reads (the one after it is a
+    writer's again)."""
+    session.connection(execution_options={_READ_ONLY: True})  # BEGIN happens here
 
 
 @contextmanager

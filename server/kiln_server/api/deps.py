@@ -2,8 +2,10 @@
 
 ``SessionDep`` is one session per request, committed when the handler returns and before
 the response is sent (``scope="function"``), so a client that gets a 2xx can read what it
-wrote. Authentication ends its read transaction at once: on SQLite every transaction
-holds the write lock (db.py), and an upload must not hold it while its body streams in.
+wrote. A GET's transactions, and authentication's, only read: on SQLite they take no
+lock (db.py), so readers never queue behind writers. Authentication ends its
+transaction at once: a write's own transaction holds SQLite's write lock (db.py), and an
+upload must not hold it while its body streams in.
 
 Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency
 in its thread pool, and each such hop cost a request about 0.1-0.3 ms of the server's
@@ -23,6 +25,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..blobs import BlobStore, Staging, TooLargeError
+from ..db import begin_read_only
 from ..errors import InvalidError
 from ..models import Token, User
 from ..services import auth
@@ -46,8 +49,14 @@ __all__ = [
 _bearer = HTTPBearer(auto_error=False, description="a Kiln token: Authorization: Bearer kiln_…")
 
 
+#: Methods whose handlers only read: their transaction takes no write lock on SQLite.
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
+    state = request.app.state
+    read_only = request.method in READ_ONLY_METHODS
+    with (state.read_sessions if read_only else state.sessions)() as session:
         try:
             yield session
             session.commit()
@@ -74,6 +83,8 @@ BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
 def _authenticate(session: SessionDep,
                   cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
                   ) -> tuple[User, Token]:
+    if not session.in_transaction():
+        begin_read_only(session)  # a lookup: no write lock, even for a write's request
     found = auth.authenticate(session, cred.credentials) if cred else None
     session.commit()
     if found is None:

@@ -164,7 +164,7 @@ async def job_events(job_id: str, request: Request, user: CurrentUser, settings:
         cursor = jobs.EventCursor.decode(raw, job_id) if raw else jobs.EventCursor()
     except ValueError as e:
         raise InvalidError(where, str(e)) from None
-    factory = request.app.state.sessions
+    factory = request.app.state.read_sessions
 
     def poll() -> tuple[list[tuple[str, dict[str, Any], str]], bool]:
         with session_scope(factory) as session:

@@ -213,7 +213,7 @@ async def wait_controls(job_id: str, request: Request, lease: Lease, token: Curr
                         settings: SettingsDep, after: int = Query(0, ge=0, le=COUNT_MAX),
                         wait_s: float = Query(20.0, ge=0)) -> ControlsReply:
     """Wait until the job has a control numbered above ``after``, or ``wait_s`` passes."""
-    wakeups, sessions = request.app.state.wakeups, request.app.state.sessions
+    wakeups, sessions = request.app.state.wakeups, request.app.state.read_sessions
     deadline = time.monotonic() + min(wait_s, settings.controls_wait_max_s)
 
     def read() -> ControlsReply:  # one short transaction, off the event loop
