@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
@@ -29,6 +30,9 @@ from .wakeups import Wakeups
 __all__ = ["create_app", "prepare"]
 
 log = logging.getLogger("kiln_server")
+
+#: Threads that commit or roll back the requests' sessions, apart from the handlers'.
+ENDING_THREADS = 8
 
 
 def prepare(settings: Settings) -> tuple[object, str | None]:
@@ -75,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.read_sessions = make_sessionmaker(engine, read_only=True)
+        app.state.endings = anyio.CapacityLimiter(ENDING_THREADS)  # see deps.get_session
         app.state.blobs = BlobStore(settings.blob_dir)
         app.state.wakeups.attach(app.state.sessions, asyncio.get_running_loop())
         reaper = asyncio.create_task(_reaper(app))

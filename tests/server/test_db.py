@@ -53,3 +53,23 @@ def test_the_apis_reads_answer_while_a_writer_holds_the_lock(server, user, datas
     finally:
         db.execute("ROLLBACK")
         db.close()
+
+
+def test_a_hundred_writes_at_once_all_commit(server, worker):
+    """More concurrent writes than the server has handler threads: every one commits (a
+    commit never waits for a thread that a write waiting for the lock holds)."""
+    results: list[int] = []
+
+    def register(i: int) -> None:
+        with server.client(worker.headers["Authorization"].removeprefix("Bearer ")) as c:
+            r = c.post("/v1/worker/register", json={"name": f"crowd-{i}", "device": {}})
+            results.append(r.status_code)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [201] * 100
+    assert time.monotonic() - started < 20

@@ -15,9 +15,10 @@ CPU, which a worker training on the same cores feels.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -53,16 +54,23 @@ _bearer = HTTPBearer(auto_error=False, description="a Kiln token: Authorization:
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session. Its commit (or rollback) runs on a thread of its own
+    (``app.state.endings``), never one of the pool the handlers share: a handler waiting
+    for SQLite's write lock holds one of those, and if every one were held so, a commit
+    that needed one to release the lock would wait for ever (each waiter timing out with
+    "database is locked")."""
     state = request.app.state
     read_only = request.method in READ_ONLY_METHODS
-    with (state.read_sessions if read_only else state.sessions)() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    session = (state.read_sessions if read_only else state.sessions)()
+    try:
+        yield session
+        await anyio.to_thread.run_sync(session.commit, limiter=state.endings)
+    except BaseException:
+        await anyio.to_thread.run_sync(session.rollback, limiter=state.endings)
+        raise
+    finally:
+        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -23,8 +23,9 @@ from ..deps import (
     receive,
     stage_file,
 )
+from ..routing import CommitInHandler
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], route_class=CommitInHandler)
 
 _RAW, _FORM = "application/octet-stream", "multipart/form-data"
 _MAX_NAME = 200

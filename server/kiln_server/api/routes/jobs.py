@@ -28,8 +28,9 @@ from ...schemas import (
 from ...services import jobs
 from ...wakeups import news
 from ..deps import BlobsDep, CurrentUser, SessionDep, SettingsDep
+from ..routing import CommitInHandler
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=CommitInHandler)
 
 _409 = {409: {"description": "the job has finished, or is not in a state that allows this"}}
 

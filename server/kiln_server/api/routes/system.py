@@ -10,8 +10,9 @@ from ...models import Token, User
 from ...schemas import TokenCreate, TokenInfo, TokenPublic, TokensPublic, UserPublic
 from ...services import auth, metrics
 from ..deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from ..routing import CommitInHandler
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=CommitInHandler)
 
 #: A worker counts as live if seen within this many leases.
 LIVE_WORKER_LEASES = 2

@@ -129,8 +129,9 @@ from ..deps import (
     receive,
     stage_file,
 )
+from ..routing import CommitInHandler
 
-router = APIRouter(prefix="/worker", tags=["worker"])
+router = APIRouter(prefix="/worker", tags=["worker"], route_class=CommitInHandler)
 
 Lease = Annotated[str, Header(alias="Kiln-Lease", description="the claim's lease_token")]
 _LEASE = {409: {"description": "the lease is no longer held; stop working on the job"}}

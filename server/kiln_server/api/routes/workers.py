@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 from ...schemas import WorkerPublic, WorkersPublic
 from ...services import workers
 from ..deps import CurrentUser, SessionDep, SettingsDep
+from ..routing import CommitInHandler
 from .system import LIVE_WORKER_LEASES
 
-router = APIRouter(prefix="/workers", tags=["workers"])
+router = APIRouter(prefix="/workers", tags=["workers"], route_class=CommitInHandler)
 
 
 @router.get("")
