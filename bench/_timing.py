@@ -71,3 +71,14 @@ def ratio_line(label: str, kiln_s: float, peer_s: float, peer: str, target: floa
     verdict = "meets" if r <= target else "MISSES"
     return (f"{label:<34} kiln {kiln_s * 1e3:9.3f} ms   {peer} {peer_s * 1e3:9.3f} ms   "
             f"ratio {r:5.2f}  ({verdict} target <= {target})")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far, its ended threads' too (in 10 ms
+    ticks); NaN off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -81,7 +81,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from _timing import machine
+from _timing import cpu_s, machine
 from kiln_server.schemas import JobCreate
 from kiln_server.settings import Settings
 from kiln_server.worker.build import build_trainer
@@ -131,17 +131,6 @@ def job_spec(dataset_id: str, epochs: int) -> dict[str, Any]:
         "train": {"dataset": dataset_id, "x": "x", "y": "y"},
         "validation": {"dataset": dataset_id, "x": "xv", "y": "yv"},
         "batch_size": BATCH, "epochs": epochs, "seed": 0, "metrics": ["loss", "accuracy"]}
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of a process so far, its ended threads' too (in 10 ms
-    ticks); NaN off Linux."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main_thread_cpu_s(pid: int) -> float:

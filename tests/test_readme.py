@@ -1,18 +1,14 @@
-"""The README's engine example runs as written."""
+"""The README's engine example runs as written (its SDK example runs against a real
+server in tests/client/test_readme_sdk.py)."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from tests.readme import README, python_blocks
 
 
-def test_readme_python_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README.md has no python example"
+def test_readme_engine_example_runs():
     namespace: dict = {}
-    for block in blocks:
+    for block in python_blocks("The engine in thirty seconds"):
         exec(compile(block, str(README), "exec"), namespace)
     model, grads = namespace["model"], namespace["grads"]
     assert grads[0].layers.dec.layers[0].weight.shape == model.layers.dec.layers[0].weight.shape
