@@ -76,18 +76,25 @@ def test_worker_killed_mid_epoch_another_finishes_the_same_run(e2e_server, make_
     _assert_same_as_uninterrupted(client, job_id, job, ds, arrays)
 
 
+def _two_epochs_in(server, make_workers):
+    """A new user's digits job on ``server``, trained by a worker of its own until two
+    epochs are logged: (client, job id, job, dataset id, arrays, workers)."""
+    client, _ = new_client(server)
+    arrays = digits_split()
+    ds = upload_digits(client, arrays)
+    job = digits_job(ds, epochs=EPOCHS, stop=None, batch_size=BATCH)
+    job_id = submit(client, job)
+    workers = make_workers(server)
+    workers.start(1)
+    wait_for("two epochs", lambda: len(epochs(client, job_id)) >= 2, every=0.02)
+    return client, job_id, job, ds, arrays, workers
+
+
 def test_server_restarted_mid_job_loses_nothing(tmp_path, make_workers, monkeypatch):
     (tmp_path / "data").mkdir()
     server = conftest.Server(tmp_path / "data")
     try:
-        client, _ = new_client(server)
-        arrays = digits_split()
-        ds = upload_digits(client, arrays)
-        job = digits_job(ds, epochs=EPOCHS, stop=None, batch_size=BATCH)
-        job_id = submit(client, job)
-        workers = make_workers(server)
-        workers.start(1)
-        wait_for("two epochs", lambda: len(epochs(client, job_id)) >= 2, every=0.02)
+        client, job_id, job, ds, arrays, workers = _two_epochs_in(server, make_workers)
         server.stop()
         time.sleep(0.5)
         # The same data and the same port: the worker's URL still reaches it.
@@ -111,14 +118,8 @@ def test_a_stopped_worker_releases_its_job_and_another_finishes_the_same_run(
     server = conftest.Server(tmp_path, env={"KILN_LEASE_S": str(lease_s),
                                             "KILN_CHECKPOINT_INTERVAL_S": "600"})
     try:
-        client, _ = new_client(server)
-        arrays = digits_split()
-        ds = upload_digits(client, arrays)
-        job = digits_job(ds, epochs=EPOCHS, stop=None, batch_size=BATCH)
-        job_id = submit(client, job)
-        workers = make_workers(server)
-        (first,) = workers.start(1)
-        wait_for("two epochs", lambda: len(epochs(client, job_id)) >= 2, every=0.02)
+        client, job_id, job, ds, arrays, workers = _two_epochs_in(server, make_workers)
+        (first,) = workers.procs
         assert not get_job(client, job_id)["has_weights"]  # no checkpoint so far
         stopped_at = time.monotonic()
         first.terminate()
