@@ -393,3 +393,22 @@ def test_a_dropped_connection_is_a_connection_error(connect):
             connect(url=f"http://127.0.0.1:{port}", token="kiln_x", retries=1).datasets.list()
     finally:
         listener.close()
+
+
+def test_a_job_body_as_written_is_submitted_and_judged_by_the_server(kiln, digits):
+    ds = kiln.datasets.upload("digits", **digits)
+    body = {"model": mlp_spec(), "optimiser": {"rule": "Adam", "eta": 0.003},
+            "loss": "logitcrossentropy", "train": {"dataset": ds.id}, "batch_size": 64,
+            "epochs": 1}
+    job = kiln.jobs.submit_spec(body)
+    assert job.spec["model"] == mlp_spec() and job.total_epochs == 1
+    assert job.wait(progress=False, timeout=120).status == "succeeded"
+    with pytest.raises(ValidationError) as e:
+        kiln.jobs.submit_spec({**body, "epoch": 3})
+    assert e.value.paths == ["epoch"]
+
+
+def test_health_says_whether_the_server_answers(connect):
+    assert connect().health() is True
+    with pytest.raises(KilnConnectionError):
+        connect(url=f"http://127.0.0.1:{free_port()}", retries=0).health()
