@@ -5,9 +5,10 @@
     .venv/bin/python examples/digits.py        # in another
 
 Uploads the digits, submits a Chain(enc=…, dec=…) MLP with WeightDecay + Adam, and after
-three epochs lowers the encoder's learning rate and freezes the decoder until epoch 7:
-the epoch rows printed as the worker reports them show each change from the epoch it
-took effect. Then it takes the trained model back and checks it here.
+three epochs lowers the encoder's learning rate and freezes the decoder, which it thaws
+two epochs later: the epoch rows printed as the worker reports them (it posts them every
+second) show each change from the epoch it took effect. Then it takes the trained model
+back and checks it here.
 """
 
 from __future__ import annotations
@@ -42,26 +43,29 @@ def main() -> int:
             model=Chain(enc=Chain(Dense(64, 128, relu)), dec=Chain(Dense(128, 10))),
             optimiser=OptimiserChain(WeightDecay(1e-4), Adam(3e-3)),
             loss="logitcrossentropy", train=(ds, "x", "y"), validation=(ds, "xv", "yv"),
-            batch_size=4, epochs=args.epochs, metrics=["loss", "accuracy"],
+            batch_size=1, epochs=args.epochs, metrics=["loss", "accuracy"],
             name="digits example")
         print(f"submitted job {job.id}")
 
+        frozen_at = thawed = None
         for event in job.events():
             if event.kind == "epoch":
                 row = event.data
                 print(f"epoch {row['epoch']:2d}  train_loss {row['train_loss']:.4f}  "
                       f"val_accuracy {row['metrics']['val_accuracy']:.3f}  "
                       f"lr {row['learning_rates']}  frozen {row['frozen']}")
-                if row["epoch"] == 3:  # steer it: takes effect at the next step
+                if row["epoch"] == 3:  # steer it: each takes effect at the next step
                     job.adjust("layers.enc", eta=3e-4)
                     job.freeze("layers.dec")
-                if row["epoch"] == 7:
-                    job.thaw("layers.dec")
+                if frozen_at is not None and row["epoch"] >= frozen_at + 2 and not thawed:
+                    thawed = job.thaw("layers.dec")  # two whole epochs frozen: enough
             elif event.kind == "control" and event.data["status"] != "pending":
                 c = event.data
                 print(f"  control {c['seq']} {c['kind']} {c['path']} {c['hyper'] or ''}: "
                       f"{c['status']} at epoch {c['applied_epoch']}, step {c['applied_step']}"
                       f"{'  ' + c['reason'] if c['reason'] else ''}")
+                if c["kind"] == "freeze" and c["status"] == "applied":
+                    frozen_at = c["applied_epoch"]
             elif event.kind == "status" and event.data["status"] in ("failed", "cancelled"):
                 print(f"job {event.data['status']}: {event.data.get('error') or ''}")
                 return 1
