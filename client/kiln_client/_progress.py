@@ -79,6 +79,7 @@ class WaitProgress:
         self.bar: Progress | None = None
         self.task: Any = None
         self.step: int | None = None
+        self.status: str | None = None
         self.loss: float | None = None
         self.summary = ""
 
@@ -121,12 +122,13 @@ class WaitProgress:
                 self._print(f"job {self.job_id[:8]}  {line}")
         elif event.kind == "control":
             self._print(f"job {self.job_id[:8]}  {format_control(data)}")
-        elif event.kind == "status":
-            status = data.get("status")
-            if status in FINISHED:
+        elif event.kind == "status" and data.get("status") != self.status:
+            # A status event also comes when only the epochs completed changed.
+            self.status = data.get("status")
+            if self.status in FINISHED:
                 error = f": {data['error']}" if data.get("error") else ""
-                self._print(f"job {self.job_id[:8]}  {status}{error}")
-            elif self.bar is None and status:
-                self._print(f"job {self.job_id[:8]}  {status}")
+                self._print(f"job {self.job_id[:8]}  {self.status}{error}")
+            elif self.bar is None:
+                self._print(f"job {self.job_id[:8]}  {self.status}")
         if self.bar is not None:
             self.bar.update(self.task, info=self._info())
