@@ -13,7 +13,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ._types import FINISHED, Event
+from ._types import Event
 
 __all__ = ["WaitProgress", "format_control", "format_epoch", "format_number"]
 
@@ -69,29 +69,28 @@ def format_control(c: dict[str, Any]) -> str:
 
 
 class WaitProgress:
-    """Shows a job's events as they come (a no-op when ``enabled`` is False)."""
+    """Shows a job's events as they come (a no-op when ``enabled`` is False): a line per
+    epoch row, control outcome and status change, and on a terminal a live bar below
+    them with the epochs completed and the latest step's loss."""
 
     def __init__(self, job_id: str, total_epochs: int, *, enabled: bool = True,
                  file: IO[str] | None = None) -> None:
         self.job_id, self.total, self.enabled = job_id, total_epochs, enabled
         self.console = Console(file=file or sys.stderr, highlight=False)
-        self.live = enabled and self.console.is_terminal
         self.bar: Progress | None = None
         self.task: Any = None
-        self.step: int | None = None
         self.status: str | None = None
-        self.loss: float | None = None
-        self.summary = ""
 
     def __enter__(self) -> WaitProgress:
-        if self.live:
-            self.bar = Progress(TextColumn("[bold]job {task.fields[job]}"), BarColumn(),
+        if self.enabled and self.console.is_terminal:
+            self.bar = Progress(TextColumn("[bold]job {task.fields[job]}"),
+                                BarColumn(bar_width=24),
                                 TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                console=self.console, transient=False)
+                                console=self.console, transient=True)
             self.bar.start()
             self.task = self.bar.add_task("", total=self.total or None, job=self.job_id[:8],
-                                          info="waiting for a worker")
+                                          info="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,36 +98,26 @@ class WaitProgress:
             self.bar.stop()
 
     def _print(self, line: str) -> None:
+        """A line of its own (above the live bar, when there is one)."""
         if self.enabled:
-            self.console.print(line, markup=False, soft_wrap=True)
-
-    def _info(self) -> str:
-        step = f"step {self.step} loss {format_number(self.loss)}" if self.step else ""
-        return "  ".join(p for p in (step, self.summary) if p)
+            self.console.print(f"job {self.job_id[:8]}  {line}", markup=False, soft_wrap=True)
 
     def on_event(self, event: Event) -> None:
-        """Show one event: a step batch moves the live line, an epoch row or a control is
-        printed, a final status ends the bar."""
+        """Show one event: a step batch moves the live bar, an epoch row, a control's
+        outcome or a new status is printed."""
         data = event.data
-        if event.kind == "steps" and data.get("losses"):
-            self.step = data["first_step"] + len(data["losses"]) - 1
-            self.loss = data["losses"][-1]
+        if event.kind == "steps" and data.get("losses") and self.bar is not None:
+            step = data["first_step"] + len(data["losses"]) - 1
+            self.bar.update(self.task, info=f"step {step} loss "
+                                            f"{format_number(data['losses'][-1])}")
         elif event.kind == "epoch":
-            line = format_epoch(data, self.total)
-            self.summary = line.split("  ", 1)[1] if "  " in line else ""
+            self._print(format_epoch(data, self.total))
             if self.bar is not None:
                 self.bar.update(self.task, completed=data["epoch"])
-            else:
-                self._print(f"job {self.job_id[:8]}  {line}")
         elif event.kind == "control":
-            self._print(f"job {self.job_id[:8]}  {format_control(data)}")
+            self._print(format_control(data))
         elif event.kind == "status" and data.get("status") != self.status:
             # A status event also comes when only the epochs completed changed.
             self.status = data.get("status")
-            if self.status in FINISHED:
-                error = f": {data['error']}" if data.get("error") else ""
-                self._print(f"job {self.job_id[:8]}  {self.status}{error}")
-            elif self.bar is None:
-                self._print(f"job {self.job_id[:8]}  {self.status}")
-        if self.bar is not None:
-            self.bar.update(self.task, info=self._info())
+            error = f": {data['error']}" if data.get("error") else ""
+            self._print(f"{self.status}{error}")
