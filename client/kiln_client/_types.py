@@ -157,11 +157,17 @@ class Epochs(list[EpochRow]):
 @dataclass(frozen=True)
 class Steps:
     """Per-step losses: ``steps[i]`` is the first global step of point ``i``, averaged
-    over ``stride`` steps when the server downsampled a long run."""
+    over ``stride`` steps when the server downsampled a long run, with the lowest and
+    highest loss of those steps in ``min[i]`` and ``max[i]``; ``count`` is how many steps
+    the server holds. ``min``, ``max`` and ``count`` are None from a server that does not
+    send them."""
 
     steps: list[int]
     losses: list[float | None]
     stride: int
+    min: list[float | None] | None
+    max: list[float | None] | None
+    count: int | None
     raw: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod

@@ -296,13 +296,20 @@ class EpochPublic(_Out):
 
 
 class StepsPublic(BaseModel):
-    """Per-step losses, averaged over ``stride`` consecutive steps when there are many."""
+    """Per-step losses; past ``max_points`` steps, each point stands for ``stride``
+    consecutive steps, with their mean, lowest and highest loss (spikes stay visible)."""
 
     steps: list[int] = Field(description="the first global step of each point")
     losses: list[float | None] = Field(description="each point's mean loss over its stride "
                                        "steps; null where none of them had a finite loss")
-    stride: int = Field(description="how many consecutive steps each point averages (1: "
+    min: list[float | None] = Field(description="each point's lowest finite loss over its "
+                                    "stride steps (null as for losses); with stride 1, the "
+                                    "loss itself")
+    max: list[float | None] = Field(description="each point's highest finite loss, as for min")
+    stride: int = Field(description="how many consecutive steps each point stands for (1: "
                         "every step as it is)")
+    count: int = Field(description="how many steps are stored in all (the last point may "
+                       "stand for fewer than stride)")
 
 
 # --- tokens -----------------------------------------------------------------------------

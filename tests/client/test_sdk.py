@@ -184,7 +184,11 @@ def test_a_job_submitted_from_engine_objects_trains_and_its_model_runs_here(kiln
 
     steps = job.steps()
     assert steps.stride == 1 and steps.steps == list(range(1, job.step + 1))
-    assert len(job.steps(max_points=10).losses) <= 10
+    assert steps.min == steps.max == steps.losses and steps.count == job.step
+    few = job.steps(max_points=10)
+    assert len(few.losses) <= 10 and few.count == job.step and few.stride > 1
+    assert all(lo <= mean <= hi for lo, mean, hi in zip(few.min, few.losses, few.max,
+                                                        strict=True))
     state = job.state()
     assert {leaf["rule"]["rule"] for leaf in state.values()} == {"OptimiserChain"}
     assert kiln.jobs.get(job.id).status == "succeeded"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -33,7 +34,7 @@ from ..models import (
     User,
     utcnow,
 )
-from ..schemas import ControlCreate, ControlPublic, EpochPublic, JobCreate
+from ..schemas import ControlCreate, ControlPublic, EpochPublic, JobCreate, StepsPublic
 from ..settings import Settings
 from ..wakeups import QUEUE, touch
 from .jobspec import check_control, check_job
@@ -196,25 +197,33 @@ def epochs(session: Session, owner: User, job_id: str) -> list[Epoch]:
                                 .order_by(Epoch.epoch)))
 
 
-def steps(session: Session, owner: User, job_id: str, max_points: int
-          ) -> tuple[list[int], list[float | None], int]:
-    """Per-step losses as (first step, mean loss) of ``stride`` steps, at most ``max_points``."""
+def steps(session: Session, owner: User, job_id: str, max_points: int) -> StepsPublic:
+    """Per-step losses, at most ``max_points``: each point is ``stride`` consecutive stored
+    steps, with the mean, the lowest and the highest of their finite losses (a spike
+    survives the downsampling). numpy over the whole series: 100,000 steps take a few ms
+    beyond reading them."""
     get(session, owner, job_id)
-    first: list[int] = []
-    losses: list[float | None] = []
-    for start, batch in session.execute(select(StepBatch.first_step, StepBatch.losses)
-                                        .where(StepBatch.job_id == job_id)
-                                        .order_by(StepBatch.first_step)):
-        first.extend(range(start, start + len(batch)))
-        losses.extend(batch)
-    stride = max(1, -(-len(losses) // max_points))
-    if stride == 1:
-        return first, losses, 1
-    points = []
-    for i in range(0, len(losses), stride):
-        finite = [v for v in losses[i:i + stride] if v is not None]
-        points.append(sum(finite) / len(finite) if finite else None)
-    return first[::stride], points, stride
+    rows = session.execute(select(StepBatch.first_step, StepBatch.losses)
+                           .where(StepBatch.job_id == job_id)
+                           .order_by(StepBatch.first_step)).all()
+    first = np.concatenate([np.arange(start, start + len(batch)) for start, batch in rows]
+                           or [np.empty(0, np.int64)])
+    losses = np.array([v for _, batch in rows for v in batch], dtype=np.float64)  # None: nan
+    count = len(losses)
+    stride = max(1, -(-count // max_points))
+    buckets = np.concatenate([losses, np.full(-count % stride, np.nan)]).reshape(-1, stride)
+    finite = np.isfinite(buckets)
+    n = finite.sum(axis=1)
+    mean = np.where(finite, buckets, 0.0).sum(axis=1) / np.maximum(n, 1)
+    low = np.min(buckets, axis=1, where=finite, initial=np.inf)
+    high = np.max(buckets, axis=1, where=finite, initial=-np.inf)
+    empty = (n == 0).tolist()
+
+    def points(values: np.ndarray) -> list[float | None]:
+        return [None if e else v for v, e in zip(values.tolist(), empty, strict=True)]
+
+    return StepsPublic(steps=first[::stride].tolist(), losses=points(mean), min=points(low),
+                       max=points(high), stride=stride, count=count)
 
 
 @dataclass

@@ -107,10 +107,10 @@ def list_epochs(job_id: str, session: SessionDep, user: CurrentUser) -> list[Epo
 @router.get("/{job_id}/steps")
 def get_steps(job_id: str, session: SessionDep, user: CurrentUser, settings: SettingsDep,
               max_points: int | None = Query(None, gt=0)) -> StepsPublic:
-    """Per-step losses, averaged over runs of steps when there are more than max_points."""
+    """Per-step losses; past max_points steps, the mean, lowest and highest loss of each
+    run of stride steps."""
     cap = min(max_points or settings.max_step_points, settings.max_step_points)
-    steps, losses, stride = jobs.steps(session, user, job_id, cap)
-    return StepsPublic(steps=steps, losses=losses, stride=stride)
+    return jobs.steps(session, user, job_id, cap)
 
 
 @router.get("/{job_id}/weights", response_class=FileResponse,
