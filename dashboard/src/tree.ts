@@ -133,3 +133,16 @@ export function findNode(root: TreeNode, path: string): TreeNode | null {
   }
   return cur ?? null;
 }
+
+/** A hyper-parameter's value as typed: a number, or JSON (``[0.9, 0.999]``; the engine's
+ * ``(0.9, 0.999)`` is taken as a list too). Throws a message for anything else. */
+export function parseHyperValue(text: string): unknown {
+  const t = text.trim();
+  if (!t) throw new Error("give a value, e.g. 0.001");
+  const json = /^\(.*\)$/s.test(t) ? `[${t.slice(1, -1)}]` : t;
+  try {
+    return JSON.parse(json);
+  } catch {
+    throw new Error(`${JSON.stringify(t)} is not a number or JSON (e.g. 0.001 or [0.9, 0.999])`);
+  }
+}

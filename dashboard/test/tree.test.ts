@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildTree, findNode, flatten, hyperNames, ruleName, ruleText } from "../src/tree";
+import { buildTree, findNode, flatten, hyperNames, parseHyperValue, ruleName, ruleText } from "../src/tree";
 import { STATE } from "./fixtures";
 
 describe("buildTree", () => {
@@ -47,5 +47,18 @@ describe("rules", () => {
       "OptimiserChain(WeightDecay(lambda=0.0001), Adam(eta=0.001, beta=(0.9, 0.999), epsilon=1e-8))");
     expect(ruleName(chain)).toBe("OptimiserChain(WeightDecay, Adam)");
     expect(hyperNames(chain)).toEqual(["beta", "epsilon", "eta", "lambda"]);
+  });
+});
+
+describe("parseHyperValue", () => {
+  it("reads numbers, JSON and the engine's tuples", () => {
+    expect(parseHyperValue("1e-3")).toBe(0.001);
+    expect(parseHyperValue(" -1 ")).toBe(-1);
+    expect(parseHyperValue("[0.9, 0.99]")).toEqual([0.9, 0.99]);
+    expect(parseHyperValue("(0.9, 0.99)")).toEqual([0.9, 0.99]);
+  });
+  it("says what it could not read", () => {
+    expect(() => parseHyperValue("")).toThrow("give a value, e.g. 0.001");
+    expect(() => parseHyperValue("fast")).toThrow('"fast" is not a number or JSON');
   });
 });
