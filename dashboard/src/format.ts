@@ -1,12 +1,12 @@
 // How numbers, sizes and ages read on the pages.
 
-/** A measured value in four significant digits: 0.1235, 1.235e-5, 12350. */
+/** A measured value in four significant digits: 0.1235, 0.0001235, 1.235e-5, 12350. */
 export function fmtNum(v: number | null | undefined, digits = 4): string {
   if (v === null || v === undefined) return "–";
   if (!Number.isFinite(v)) return String(v);
   if (v === 0) return "0";
   const a = Math.abs(v);
-  if (a < 1e-3 || a >= 1e6) return v.toExponential(digits - 1).replace(/\.?0+e/, "e");
+  if (a < 1e-4 || a >= 1e6) return v.toExponential(digits - 1).replace(/\.?0+e/, "e");
   return String(Number(v.toPrecision(digits)));
 }
 

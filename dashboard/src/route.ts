@@ -6,7 +6,7 @@ import { JOB_STATUSES } from "./types";
 
 export type Route =
   | { page: "jobs"; status: JobStatus | null }
-  | { page: "job"; id: string; smooth: number }
+  | { page: "job"; id: string; smooth: number; log: boolean }
   | { page: "datasets" }
   | { page: "workers" }
   | { page: "compare"; ids: string[]; smooth: number }
@@ -29,7 +29,9 @@ export function parseRoute(hash: string): Route {
     const s = q.get("status");
     return { page: "jobs", status: JOB_STATUSES.includes(s as JobStatus) ? (s as JobStatus) : null };
   }
-  if (parts[0] === "jobs" && parts.length === 2) return { page: "job", id: parts[1], smooth: smoothOf(q) };
+  if (parts[0] === "jobs" && parts.length === 2) {
+    return { page: "job", id: parts[1], smooth: smoothOf(q), log: q.get("log") === "1" };
+  }
   if (parts[0] === "datasets" && parts.length === 1) return { page: "datasets" };
   if (parts[0] === "workers" && parts.length === 1) return { page: "workers" };
   if (parts[0] === "compare" && parts.length === 1) {
@@ -43,9 +45,12 @@ export function formatRoute(r: Route): string {
   switch (r.page) {
     case "jobs":
       return r.status ? `#/jobs?status=${r.status}` : "#/jobs";
-    case "job":
-      return `#/jobs/${encodeURIComponent(r.id)}` +
-        (r.smooth !== DEFAULT_SMOOTH ? `?smooth=${r.smooth}` : "");
+    case "job": {
+      const q = new URLSearchParams();
+      if (r.smooth !== DEFAULT_SMOOTH) q.set("smooth", String(r.smooth));
+      if (r.log) q.set("log", "1");
+      return `#/jobs/${encodeURIComponent(r.id)}${q.size ? `?${q}` : ""}`;
+    }
     case "datasets":
       return "#/datasets";
     case "workers":
@@ -61,4 +66,4 @@ export function formatRoute(r: Route): string {
   }
 }
 
-export const jobHref = (id: string) => formatRoute({ page: "job", id, smooth: DEFAULT_SMOOTH });
+export const jobHref = (id: string) => formatRoute({ page: "job", id, smooth: DEFAULT_SMOOTH, log: false });

@@ -64,7 +64,7 @@ function Page({ route, api }: { route: Route; api: Api }) {
     case "jobs":
       return <JobsPage api={api} status={route.status} />;
     case "job":
-      return <JobPage key={route.id} api={api} id={route.id} smooth={route.smooth} />;
+      return <JobPage key={route.id} api={api} id={route.id} smooth={route.smooth} log={route.log} />;
     case "datasets":
       return <DatasetsPage api={api} />;
     case "workers":

@@ -42,7 +42,13 @@ function valueFmt(_u: uPlot, v: number | null): string {
   return v === null || v === undefined ? "–" : fmtNum(v);
 }
 
-/** Draws the markers into the plot's overlay after every redraw. */
+const LANES = 4;
+/** About how wide a marker's label is, in pixels (11px text). */
+const labelWidth = (text: string) => 6.2 * text.length + 10;
+
+/** Draws the markers into the plot's overlay after every redraw: a line each, and its
+ * label in the first of a few lanes where it overlaps no other (none: the line's
+ * tooltip says it). */
 function markerPlugin(markers: { current: ChartMarker[] }): uPlot.Plugin {
   let layer: HTMLDivElement;
   return {
@@ -55,10 +61,11 @@ function markerPlugin(markers: { current: ChartMarker[] }): uPlot.Plugin {
       draw: (u) => {
         const width = u.over.clientWidth;
         const parts: HTMLElement[] = [];
-        let lane = 0;
-        for (const m of markers.current) {
-          const left = u.valToPos(m.x, "x");
-          if (!Number.isFinite(left) || left < -1 || left > width + 1) continue;
+        const laneEnds: number[] = new Array(LANES).fill(-Infinity);
+        const placed = markers.current.map((m) => ({ m, left: u.valToPos(m.x, "x") }))
+          .filter(({ left }) => Number.isFinite(left) && left >= -1 && left <= width + 1)
+          .sort((a, b) => a.left - b.left);
+        for (const { m, left } of placed) {
           const el = document.createElement("div");
           el.className = `marker marker-${m.kind ?? "control"}`;
           el.style.left = `${left}px`;
@@ -66,11 +73,18 @@ function markerPlugin(markers: { current: ChartMarker[] }): uPlot.Plugin {
           el.dataset.key = String(m.key);
           el.dataset.x = String(m.x);
           el.title = m.label;
-          const label = document.createElement("span");
-          label.textContent = m.label;
-          label.style.top = `${2 + 16 * (lane++ % 4)}px`;
-          if (left > width * 0.6) label.classList.add("left");
-          el.appendChild(label);
+          const w = labelWidth(m.label);
+          const flip = left + w > width; // no room on the right: the label goes on the left
+          const from = flip ? left - w : left;
+          const lane = laneEnds.findIndex((end) => end < from);
+          if (lane >= 0) {
+            laneEnds[lane] = from + w;
+            const label = document.createElement("span");
+            label.textContent = m.label;
+            label.style.top = `${2 + 16 * lane}px`;
+            if (flip) label.classList.add("left");
+            el.appendChild(label);
+          }
           parts.push(el);
         }
         layer.replaceChildren(...parts);
@@ -104,7 +118,7 @@ export function Chart(props: ChartProps) {
       axes: [
         { label: props.xLabel, font: axisFont, labelFont: axisFont, stroke: "#4b5563", grid: { stroke: "#eef0f3" } },
         { font: axisFont, stroke: "#4b5563", grid: { stroke: "#eef0f3" }, size: 60,
-          values: (_u, splits) => splits.map((v) => fmtNum(v, 3)) },
+          values: (_u, splits) => splits.map((v) => (v === null || v === undefined ? "" : fmtNum(v, 3))) },
       ],
       legend: { live: true },
       cursor: props.syncKey ? { sync: { key: props.syncKey } } : {},

@@ -59,6 +59,7 @@ function DatasetRow({ api, d, age, onDeleted }: { api: Api; d: Dataset; age: str
   };
 
   return (
+    <>
     <tr data-testid="dataset-row" data-dataset-id={d.id} data-name={d.name}>
       <td class="name" data-testid="dataset-name">{d.name}</td>
       <td class="arrays">
@@ -79,9 +80,14 @@ function DatasetRow({ api, d, age, onDeleted }: { api: Api; d: Dataset; age: str
           <button type="button" data-testid="delete-dataset" aria-label={`Delete ${d.name}`}
             onClick={() => setConfirming(true)}>Delete</button>
         )}
-        <ErrorBox error={error} />
       </td>
     </tr>
+    {error ? (
+      <tr class="row-error-line" data-testid="dataset-error" data-dataset-id={d.id}>
+        <td colSpan={6}><ErrorBox error={error} /></td>
+      </tr>
+    ) : null}
+    </>
   );
 }
 

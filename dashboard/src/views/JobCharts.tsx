@@ -14,12 +14,18 @@ import { Chart, PALETTE, type ChartMarker } from "./Chart";
 
 const stepped = uPlot.paths.stepped!({ align: 1 });
 
-export function stepLossSeries(cols: StepColumns, weight: number, color = PALETTE[0]) {
+/** Values a log axis can show: others (a loss of exactly 0) left out. */
+export function positive(values: (number | null)[]): (number | null)[] {
+  return values.map((v) => (v !== null && v > 0 ? v : null));
+}
+
+export function stepLossSeries(cols: StepColumns, weight: number, log = false) {
+  const y = log ? positive : (v: (number | null)[]) => v;
   const smoothed = smooth(cols.mean, weight);
   const banded = cols.stride > 1;
   const data: uPlot.AlignedData = banded
-    ? [cols.x, cols.max, cols.min, cols.mean, smoothed]
-    : [cols.x, cols.mean, smoothed];
+    ? [cols.x, y(cols.max), y(cols.min), y(cols.mean), y(smoothed)]
+    : [cols.x, y(cols.mean), y(smoothed)];
   const raw = banded ? `loss (mean of ${cols.stride} steps)` : "loss";
   const series: uPlot.Series[] = [
     ...(banded ? [
@@ -27,26 +33,28 @@ export function stepLossSeries(cols: StepColumns, weight: number, color = PALETT
       { label: "min", stroke: "rgba(37,99,235,0.25)", width: 1 },
     ] : []),
     { label: raw, stroke: "rgba(37,99,235,0.45)", width: 1 },
-    { label: `smoothed (${weight})`, stroke: color, width: 2 },
+    { label: `smoothed (${weight})`, stroke: PALETTE[0], width: 2 },
   ];
   const bands: uPlot.Band[] = banded ? [{ series: [1, 2], fill: "rgba(37,99,235,0.10)" }] : [];
   return { data, series, bands };
 }
 
-export function JobCharts({ job, cols, epochs, controls, weight }: {
+export function JobCharts({ job, cols, epochs, controls, weight, log }: {
   job: Job;
   cols: StepColumns;
   /** The store's lists: a new array whenever they change. */
   epochs: Epoch[];
   controls: Control[];
   weight: number;
+  /** Loss axes on a log scale. */
+  log: boolean;
 }) {
   const spe = job.steps_per_epoch;
   const marks = useMemo(() => controlMarkers(controls, spe), [controls, spe]);
   const stepMarks: ChartMarker[] = marks.map((m) => ({ key: m.seq, x: m.step, label: m.label, kind: m.kind }));
   const epochMarks: ChartMarker[] = marks.map((m) => ({ key: m.seq, x: m.epochX, label: m.label, kind: m.kind }));
 
-  const loss = useMemo(() => stepLossSeries(cols, weight), [cols, weight]);
+  const loss = useMemo(() => stepLossSeries(cols, weight, log), [cols, weight, log]);
 
   const rates = useMemo(() => {
     const initial = job.spec.schedule ? null : ruleEta(job.spec.optimiser);
@@ -63,27 +71,28 @@ export function JobCharts({ job, cols, epochs, controls, weight }: {
       .filter((k) => epochs.some((e) => e.metrics[k] !== null && e.metrics[k] !== undefined))
       .sort();
     return {
-      losses: [x, epochs.map((e) => e.train_loss), epochs.map((e) => e.val_loss)] as uPlot.AlignedData,
+      losses: [x, ...[epochs.map((e) => e.train_loss), epochs.map((e) => e.val_loss)]
+        .map((v) => (log ? positive(v) : v))] as uPlot.AlignedData,
       hasVal: epochs.some((e) => e.val_loss !== null),
       metricNames,
       metrics: [x, ...metricNames.map((k) => epochs.map((e) => e.metrics[k] ?? null))] as uPlot.AlignedData,
     };
-  }, [epochs]);
+  }, [epochs, log]);
 
   const points = { show: true, size: 5 };
   return (
     <div class="charts">
       <Chart testid="chart-step-loss" title="Loss by step" data={loss.data} series={loss.series}
-        bands={loss.bands} markers={stepMarks} xLabel="step" syncKey={`steps-${job.id}`} height={260}
+        bands={loss.bands} markers={stepMarks} xLabel="step" yLog={log} syncKey={`steps-${job.id}`} height={260}
         empty="No steps yet." />
       <Chart testid="chart-learning-rate" title="Learning rate of each subtree" xLabel="step"
         data={[rates.x, ...rates.values]} markers={stepMarks} yLog={rateLog} syncKey={`steps-${job.id}`}
         series={rates.paths.map((p, i) => ({
-          label: fmtPath(p), stroke: PALETTE[i % PALETTE.length], width: 2, paths: stepped,
+          label: fmtPath(p), stroke: PALETTE[i % PALETTE.length], width: 2, paths: stepped, points: { show: false },
         }))}
         empty="No learning rates known yet." />
       <div class="chart-pair">
-        <Chart testid="chart-epoch-loss" title="Loss by epoch" data={epochData.losses} xLabel="epoch"
+        <Chart testid="chart-epoch-loss" title="Loss by epoch" data={epochData.losses} xLabel="epoch" yLog={log}
           markers={epochMarks} empty="No epochs yet."
           series={[
             { label: "train loss", stroke: PALETTE[0], width: 2, points },

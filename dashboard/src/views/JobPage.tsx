@@ -17,17 +17,17 @@ import { JobCharts } from "./JobCharts";
 import { ControlHistory, EpochTable } from "./JobTables";
 import { ModelTree } from "./ModelTree";
 
-/** Wait this long after a control is resolved before reading the state tree again (the
- * worker posts it right after the control's result). */
-const STATE_AFTER_CONTROL_MS = 300;
-/** Read the state tree at most this often otherwise (a schedule moves it every step). */
+/** When to read the state tree again after a control is resolved (the worker posts it
+ * right after the control's result; the second read catches a slow post). */
+const STATE_AFTER_CONTROL_MS = [300, 1500];
+/** Otherwise read it this long after an epoch row (a schedule moves it every step). */
 const STATE_EVERY_MS = 5000;
 /** Read the job again at most this often on status events (they lack has_weights...). */
 const JOB_EVERY_MS = 1000;
 
 type LiveState = StreamState | "finished";
 
-export function JobPage({ api, id, smooth }: { api: Api; id: string; smooth: number }) {
+export function JobPage({ api, id, smooth, log }: { api: Api; id: string; smooth: number; log: boolean }) {
   const [store, setStore] = useState<JobStore | null>(null);
   const [version, setVersion] = useState(0);
   const [state, setState] = useState<StateTree | null>(null);
@@ -47,16 +47,17 @@ export function JobPage({ api, id, smooth }: { api: Api; id: string; smooth: num
       const t = setTimeout(() => { timers.delete(t); if (!cancelled) f(); }, ms);
       timers.add(t);
     };
-    let stateDue = false;
-    let stateAt = 0;
+    // one read of the state tree waits at a time: a request for an earlier one moves it
+    let stateTimer: ReturnType<typeof setTimeout> | undefined;
+    let stateDueAt = Infinity;
     const readState = (delay: number) => {
-      if (stateDue) return;
-      stateDue = true;
-      later(Math.max(delay, stateAt + STATE_EVERY_MS - Date.now()), () => {
-        stateDue = false;
-        stateAt = Date.now();
+      if (Date.now() + delay >= stateDueAt) return;
+      clearTimeout(stateTimer);
+      stateDueAt = Date.now() + delay;
+      stateTimer = setTimeout(() => {
+        stateDueAt = Infinity;
         api.state(id).then((s) => { if (!cancelled) setState(s); }, () => undefined);
-      });
+      }, delay);
     };
     let jobDue = false;
     let jobAt = 0;
@@ -79,7 +80,6 @@ export function JobPage({ api, id, smooth }: { api: Api; id: string; smooth: num
         const s = new JobStore({ job, epochs, controls, steps });
         setStore(s);
         setState(st);
-        stateAt = Date.now();
         if (FINISHED.has(job.status)) {
           setLive({ state: "finished", error: null });
           return;
@@ -90,8 +90,8 @@ export function JobPage({ api, id, smooth }: { api: Api; id: string; smooth: num
           pending = [];
           const r = s.apply(evs, 2 * maxPoints);
           if (r.status) readJob(s);
-          if (r.resolved) readState(STATE_AFTER_CONTROL_MS);
-          else if (r.epochs) readState(STATE_EVERY_MS);
+          if (r.resolved) STATE_AFTER_CONTROL_MS.forEach((ms) => later(ms, () => readState(0)));
+          if (r.epochs) readState(STATE_EVERY_MS);
           if (FINISHED.has(s.job.status)) {
             events?.close();
             setLive({ state: "finished", error: null });
@@ -122,6 +122,7 @@ export function JobPage({ api, id, smooth }: { api: Api; id: string; smooth: num
       events?.close();
       cancelAnimationFrame(frame);
       timers.forEach(clearTimeout);
+      clearTimeout(stateTimer);
     };
   }, [api, id]);
 
@@ -155,12 +156,15 @@ export function JobPage({ api, id, smooth }: { api: Api; id: string; smooth: num
         <label>Smoothing
           <input type="range" min="0" max="0.99" step="0.01" value={smooth} data-testid="smoothing"
             aria-label="Smoothing" onInput={(e) => replaceHash(formatRoute({
-              page: "job", id, smooth: Number(e.currentTarget.value),
+              page: "job", id, smooth: Number(e.currentTarget.value), log,
             }))} />
         </label>
         <output data-testid="smoothing-value">{smooth.toFixed(2)}</output>
+        <label><input type="checkbox" checked={log} data-testid="log-scale"
+          onChange={(e) => replaceHash(formatRoute({ page: "job", id, smooth, log: e.currentTarget.checked }))} />
+          log scale (loss)</label>
       </div>
-      <JobCharts job={job} cols={cols} epochs={store.epochs} controls={store.controls} weight={smooth} />
+      <JobCharts job={job} cols={cols} epochs={store.epochs} controls={store.controls} weight={smooth} log={log} />
 
       <h2>Model</h2>
       <ModelTree state={state} controls={store.controls} editable={!FINISHED.has(job.status)}

@@ -1,9 +1,11 @@
 // Every job of the user, live: the list loaded a page at a time, then the jobs stream
-// (from just before the first page) upserting each job that changes. Rows are memoised,
-// so an event redraws one row; a burst of events is merged once per frame.
+// (from just before the first page) upserting each job that changes. Only the rows in
+// view (and a few around) are in the DOM, each of one fixed height, so a thousand jobs
+// draw as fast as fifty; rows are memoised, so an event redraws one row; a burst of
+// events is merged once per frame.
 
 import { memo } from "preact/compat";
-import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { Api, ApiError } from "../api";
 import { fmtAge, fmtNum } from "../format";
 import { JobsStore } from "../jobs-store";
@@ -15,6 +17,34 @@ import { ErrorBox, StatusBadge, StreamBadge } from "./common";
 import { useNow } from "./hooks";
 
 const PAGE = 500;
+/** Each row's height in pixels (the stylesheet's tr.job-row), and the rows drawn beyond
+ * each edge of the window. */
+export const ROW_HEIGHT = 36;
+const OVERSCAN = 12;
+
+/** The rows of ``count`` in view of the window, given the table body's element. */
+function useVisibleRows(count: number, body: { current: HTMLElement | null }): [number, number] {
+  const [range, setRange] = useState<[number, number]>([0, Math.min(count, 40)]);
+  useLayoutEffect(() => {
+    const update = () => {
+      const top = body.current ? body.current.getBoundingClientRect().top : 0;
+      const first = Math.max(0, Math.floor(-top / ROW_HEIGHT) - OVERSCAN);
+      const last = Math.min(count, Math.max(first, Math.ceil((innerHeight - top) / ROW_HEIGHT) + OVERSCAN));
+      setRange((r) => (r[0] === first && r[1] === last ? r : [first, last]));
+    };
+    update();
+    let frame = 0;
+    const later = () => { frame ||= requestAnimationFrame(() => { frame = 0; update(); }); };
+    addEventListener("scroll", later, { passive: true });
+    addEventListener("resize", later);
+    return () => {
+      removeEventListener("scroll", later);
+      removeEventListener("resize", later);
+      cancelAnimationFrame(frame);
+    };
+  }, [count, body.current]);
+  return range;
+}
 
 export function JobsPage({ api, status }: { api: Api; status: JobStatus | null }) {
   const store = useRef(new JobsStore()).current;
@@ -83,6 +113,8 @@ export function JobsPage({ api, status }: { api: Api; status: JobStatus | null }
   }), []);
 
   const jobs = store.list(status);
+  const body = useRef<HTMLTableSectionElement>(null);
+  const [first, last] = useVisibleRows(jobs.length, body);
   const counts = store.counts();
   const chosen = [...selected].filter((id) => store.get(id));
   const allShown = jobs.length > 0 && jobs.every((j) => selected.has(j.id));
@@ -116,7 +148,7 @@ export function JobsPage({ api, status }: { api: Api; status: JobStatus | null }
         </p>
       ) : null}
       {jobs.length ? (
-        <table class="jobs" data-testid="jobs-table">
+        <table class="jobs" data-testid="jobs-table" data-total={jobs.length}>
           <thead>
             <tr>
               <th class="sel"><input type="checkbox" aria-label="Select every job shown" checked={allShown}
@@ -126,11 +158,15 @@ export function JobsPage({ api, status }: { api: Api; status: JobStatus | null }
               <th class="num">Val loss</th><th>Metrics</th><th>Worker</th><th class="num">Age</th>
             </tr>
           </thead>
-          <tbody>
-            {jobs.map((j) => (
+          <tbody ref={body}>
+            {first > 0 ? <tr class="spacer-row" aria-hidden="true" style={{ height: `${first * ROW_HEIGHT}px` }} /> : null}
+            {jobs.slice(first, last).map((j) => (
               <JobRow key={j.id} job={j} selected={selected.has(j.id)} age={fmtAge(j.created_at, now)}
                 onToggle={toggle} />
             ))}
+            {last < jobs.length ? (
+              <tr class="spacer-row" aria-hidden="true" style={{ height: `${(jobs.length - last) * ROW_HEIGHT}px` }} />
+            ) : null}
           </tbody>
         </table>
       ) : null}
@@ -147,12 +183,12 @@ const JobRow = memo(function JobRow({ job, selected, age, onToggle }: {
   const name = job.name || job.id.slice(0, 8);
   const pct = job.epochs ? Math.min(100, (100 * job.epoch) / job.epochs) : 0;
   return (
-    <tr data-testid="job-row" data-job-id={job.id} data-status={job.status}>
+    <tr class="job-row" data-testid="job-row" data-job-id={job.id} data-status={job.status}>
       <td class="sel"><input type="checkbox" aria-label={`Select ${name}`} data-testid="select-job"
         checked={selected} onChange={() => onToggle(job.id)} /></td>
-      <td><StatusBadge job={job} /></td>
+      <td title={job.error ?? undefined}><StatusBadge job={job} /></td>
       <td class="name"><a href={jobHref(job.id)} data-testid="job-link">{name}</a>
-        {job.error ? <div class="row-error" title={job.error}>{job.error}</div> : null}</td>
+        {job.error ? <span class="row-error" data-testid="job-error">{job.error}</span> : null}</td>
       <td data-testid="job-progress">
         <div class="progress" aria-hidden="true"><div style={{ width: `${pct}%` }} /></div>
         {job.epoch} / {job.epochs}

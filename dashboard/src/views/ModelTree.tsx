@@ -4,7 +4,7 @@
 
 import { useMemo, useState } from "preact/hooks";
 import type { ApiError } from "../api";
-import { fmtHyper, fmtNum, fmtPath } from "../format";
+import { fmtHyper, fmtPath } from "../format";
 import { controlLabel } from "../markers";
 import { buildTree, findNode, flatten, parseHyperValue, ruleName, ruleText, type TreeNode } from "../tree";
 import type { Control, ControlCreate, StateTree } from "../types";
@@ -81,7 +81,7 @@ function TreeRow({ node, selected, collapsed, pending, onSelect, onToggle }: {
         {node.name}
       </button>
       <span class="node-eta" data-testid="tree-node-eta" title="learning rate (eta)">
-        {node.eta !== null ? `η ${fmtNum(node.eta)}` : node.leaves > 1 && node.rule === null ? "η mixed" : ""}
+        {node.eta !== null ? `η ${fmtHyper(node.eta)}` : node.leaves > 1 && node.rule === null ? "η mixed" : ""}
       </span>
       {node.frozen !== "none" ? (
         <span class={`badge frozen-${node.frozen}`} data-testid="tree-node-frozen">
