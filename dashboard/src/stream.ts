@@ -66,6 +66,10 @@ export class SseParser {
 
 export type StreamState = "connecting" | "open" | "reconnecting" | "closed";
 
+/** A stream that ends after being open this long was ended on purpose (a server ends a
+ * long stream now and then, or is restarted): it is opened again at once, quietly. */
+const HEALTHY_MS = 1000;
+
 export interface StreamOptions {
   /** The stream's URL (its query, e.g. ``?since=``, is sent on every connection). */
   url: string;
@@ -128,8 +132,9 @@ export function openStream(opts: StreamOptions): EventStream {
     wake = () => { clearTimeout(timer); resolve(); };
   });
 
-  /** One connection: resolves when it ends; throws the ApiError of a refusal. */
-  async function connect(): Promise<void> {
+  /** One connection: resolves when it ends, with whether the server ended it after it had
+   * been open a while; throws the ApiError of a refusal. */
+  async function connect(): Promise<boolean> {
     const controller = new AbortController();
     connection = controller;
     const headers: Record<string, string> = { ...opts.headers, Accept: "text/event-stream" };
@@ -138,12 +143,14 @@ export function openStream(opts: StreamOptions): EventStream {
     try {
       res = await fetchFn(opts.url, { headers, signal: controller.signal, cache: "no-store" });
     } catch (e) {
-      if (closed) return;
+      if (closed) return false;
       throw unreachable(e);
     }
     if (!res.ok || !res.body) throw await errorFromResponse(res);
     setState("open");
     failures = 0;
+    const opened = Date.now();
+    let ended = false;
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
     let idle: ReturnType<typeof setTimeout> | undefined;
@@ -155,6 +162,7 @@ export function openStream(opts: StreamOptions): EventStream {
     try {
       for (;;) {
         const { done, value } = await reader.read();
+        if (done) ended = true;
         if (done || closed) break;
         arm();
         const events = parser.feed(decoder.decode(value, { stream: true }));
@@ -166,12 +174,13 @@ export function openStream(opts: StreamOptions): EventStream {
       clearTimeout(idle);
       reader.cancel().catch(() => undefined);
     }
+    return ended && Date.now() - opened >= HEALTHY_MS;
   }
 
   (async () => {
     while (!closed) {
       try {
-        await connect();
+        if (await connect()) continue;
       } catch (e) {
         const err = e instanceof ApiError ? e : unreachable(e);
         if (fatal(err.status)) {

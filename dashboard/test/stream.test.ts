@@ -47,7 +47,11 @@ describe("backoff", () => {
 
 /** A fetch whose every call answers with the next of ``scripts``: a status, and chunks
  * sent one after the other, then the end (or a network error when ``error``). */
-type Script = { status?: number; chunks?: string[]; error?: boolean; hang?: boolean; body?: string };
+type Script = {
+  status?: number; chunks?: string[]; error?: boolean; hang?: boolean; body?: string;
+  /** End the body this many ms after the last chunk. */
+  end?: number;
+};
 
 function scriptedFetch(scripts: Script[]) {
   const calls: { url: string; headers: Record<string, string> }[] = [];
@@ -62,6 +66,7 @@ function scriptedFetch(scripts: Script[]) {
           await new Promise((r) => setTimeout(r, 1));
           ctrl.enqueue(enc.encode(c));
         }
+        if (s.end) await new Promise((r) => setTimeout(r, s.end));
         if (s.error) ctrl.error(new TypeError("network error"));
         else if (s.hang) init?.signal?.addEventListener("abort", () => ctrl.error(new Error("aborted")));
         else ctrl.close();
@@ -136,5 +141,21 @@ describe("openStream", () => {
     await new Promise((r) => setTimeout(r, 120));
     expect(calls).toHaveLength(1);
     expect(s.state).toBe("closed");
+  });
+});
+
+describe("openStream, a stream the server ends", () => {
+  it("opens again at once, without saying it is reconnecting, after a while open", async () => {
+    const { f, calls } = scriptedFetch([
+      { chunks: ["id: s0\n\n", "id: s1\nevent: job\ndata: {}\n\n"], end: 1100 },
+      { hang: true },
+    ]);
+    const states: StreamState[] = [];
+    const s = openStream({ url: "/v1/jobs/events", headers: {}, fetch: f, onEvents: () => undefined,
+      onState: (st) => states.push(st), retryMs: 60_000 });
+    await until(() => calls.length === 2, 3000);
+    expect(calls[1].headers["Last-Event-ID"]).toBe("s1");
+    expect(states).toEqual(["open"]);
+    s.close();
   });
 });

@@ -29,8 +29,9 @@ export function stepLossSeries(cols: StepColumns, weight: number, log = false) {
   const raw = banded ? `loss (mean of ${cols.stride} steps)` : "loss";
   const series: uPlot.Series[] = [
     ...(banded ? [
-      { label: "max", stroke: "rgba(37,99,235,0.25)", width: 1 },
-      { label: "min", stroke: "rgba(37,99,235,0.25)", width: 1 },
+      // the band does not set the axis: a spike would flatten the curve people read
+      { label: "max", stroke: "rgba(37,99,235,0.25)", width: 1, auto: false },
+      { label: "min", stroke: "rgba(37,99,235,0.25)", width: 1, auto: false },
     ] : []),
     { label: raw, stroke: "rgba(37,99,235,0.45)", width: 1 },
     { label: `smoothed (${weight})`, stroke: PALETTE[0], width: 2 },
