@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from .services.stamps import stamp_changed_jobs
+
 __all__ = ["begin_read_only", "make_engine", "make_sessionmaker", "session_scope"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -55,10 +57,14 @@ def _sqlite_begin(conn: Any) -> None:
 
 def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
     """Sessions whose objects stay readable after commit (handlers return them); with
-    ``read_only``, sessions whose every transaction only reads (see the module's doc)."""
+    ``read_only``, sessions whose every transaction only reads (see the module's doc).
+    A writer's commit first stamps the jobs it changed (services/stamps.py)."""
     if read_only:
-        engine = engine.execution_options(**{_READ_ONLY: True})
-    return sessionmaker(engine, expire_on_commit=False)
+        return sessionmaker(engine.execution_options(**{_READ_ONLY: True}),
+                            expire_on_commit=False)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    event.listen(sessions, "before_commit", stamp_changed_jobs)
+    return sessions
 
 
 def begin_read_only(session: Session) -> None:

@@ -20,13 +20,14 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
     "ACTIVE",
@@ -167,6 +168,7 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_owner_id_updated_at", "owner_id", "updated_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -192,11 +194,18 @@ class Job(Base):
     checkpoint_step: Mapped[int | None] = mapped_column(Integer)
     weights_sha256: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # live optimiser tree
+    # The last epoch row's {epoch, train_loss, val_loss, metrics}, kept here so that a
+    # list of jobs shows it without a query per job (services/queue.py writes both).
+    latest: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # When the job last changed in a way its event streams report: stamped at commit,
+    # in commit order (services/stamps.py); the jobs stream's cursor.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    worker: Mapped[Worker | None] = relationship()  # the worker holding it now
 
     @property
     def has_weights(self) -> bool:

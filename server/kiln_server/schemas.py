@@ -47,7 +47,9 @@ __all__ = [
     "Heartbeat",
     "HeartbeatReply",
     "JobCreate",
+    "JobLatest",
     "JobPublic",
+    "JobWorker",
     "JobsPublic",
     "LogsIn",
     "StateReport",
@@ -191,6 +193,25 @@ class JobCreate(_In):
     name: str = Field("", max_length=200)
 
 
+class JobLatest(BaseModel):
+    """The figures of a job's last epoch row (its whole row: GET …/epochs)."""
+
+    epoch: int = Field(description="the epoch's number, from 1")
+    train_loss: float | None = Field(description="its training loss (the mean of its steps' "
+                                     "finite losses)")
+    val_loss: float | None = Field(description="the loss on the validation set at its end; "
+                                   "null without one")
+    metrics: dict[str, Any] = Field(description="what was measured at its end, by name "
+                                    "(train_loss, val_loss, val_accuracy, …)")
+
+
+class JobWorker(_Out):
+    """The worker holding a job."""
+
+    id: str = Field(description="the worker's id (as GET /v1/workers lists it)")
+    name: str = Field(description="the name it registered with (e.g. its host)")
+
+
 class JobPublic(_Out):
     """A job: where it is in its lifecycle, how far it has trained, and what it was given."""
 
@@ -222,6 +243,11 @@ class JobPublic(_Out):
         description="steps in one epoch (batches of the training set), known once a worker "
         "has reported it; null before. Progress in the epoch in progress is step - epoch * "
         "steps_per_epoch")
+    latest: JobLatest | None = Field(
+        description="the figures of the last epoch row (the highest epoch stored); null "
+        "before the first epoch ends")
+    worker: JobWorker | None = Field(description="the worker holding the job now; null "
+                                     "unless it is running")
     error: str | None = Field(description="why the job failed; null unless failed")
     has_weights: bool = Field(description="whether GET …/weights has weights to give "
                               "(the last checkpoint's, or the final ones once succeeded)")

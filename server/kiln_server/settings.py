@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         "proxies keep it open")
     events_retry_ms: int = Field(2000, gt=0, description="the reconnection delay an SSE "
                                  "stream asks clients to wait (its retry: field)")
+    jobs_stream_max_s: float = Field(
+        600.0, gt=0, description="how long a user's jobs stream stays open before it ends: "
+        "its client reconnects with its last event id (EventSource does so by itself), "
+        "and a token revoked meanwhile is refused then")
 
     @field_validator("admin_token")
     @classmethod

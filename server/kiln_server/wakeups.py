@@ -1,11 +1,14 @@
 """Wake-ups for the server's held requests, rung when a transaction commits: a job's bell
-for its controls long-poll, its news bell (:func:`news`) for its event streams, and the
-queue's bell (:data:`QUEUE`) for the claims held while the queue is empty.
+for its controls long-poll, its news bell (:func:`news`) for its event streams, its
+owner's bell (:func:`owner_news`) for the owner's jobs stream, and the queue's bell
+(:data:`QUEUE`) for the claims held while the queue is empty.
 
 A service that changes what a long-poll waits for (a new control, the job's lease
 ended; a job queued) marks the job, or the queue, in its session with :func:`touch`
 (which also wakes the job's event streams); one that writes only what the streams
-report (step losses, epoch rows, progress, control results) with :func:`tell`.
+report (step losses, epoch rows, progress, control results) with :func:`tell`. The
+jobs so marked are the transaction's changed jobs (:func:`told`): services/stamps.py
+stamps them before the commit and marks their owners' bells (:func:`tell_owner`).
 :class:`Wakeups`, attached to the app's sessionmaker, rings the bell once that
 transaction has committed, never before: a waiter woken earlier would read the database
 without the new row and go back to sleep. A rolled-back transaction rings nothing.
@@ -28,9 +31,10 @@ from collections.abc import Iterable
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["QUEUE", "Wakeups", "news", "tell", "touch"]
+__all__ = ["QUEUE", "Wakeups", "news", "owner_news", "tell", "tell_owner", "told", "touch"]
 
 _TOUCHED = "kiln_touched_jobs"
+_NEWS = "news:"
 #: The queue's bell: rung when a job is queued (submitted, resumed, or requeued by the
 #: reaper). Not a job id (those are hex).
 QUEUE = "queue"
@@ -38,7 +42,13 @@ QUEUE = "queue"
 
 def news(job_id: str) -> str:
     """The key of the bell that a job's event streams wait on."""
-    return f"news:{job_id}"
+    return _NEWS + job_id
+
+
+def owner_news(user_id: str) -> str:
+    """The key of the bell that a user's jobs stream waits on (not a job id: those are
+    hex)."""
+    return f"owner:{user_id}"
 
 
 def touch(session: Session, job_id: str) -> None:
@@ -53,6 +63,17 @@ def touch(session: Session, job_id: str) -> None:
 def tell(session: Session, job_id: str) -> None:
     """Wake ``job_id``'s event streams (not its worker's long-poll) when this commits."""
     session.info.setdefault(_TOUCHED, set()).add(news(job_id))
+
+
+def told(session: Session) -> set[str]:
+    """The jobs whose event streams this session's transaction has news for so far."""
+    return {key.removeprefix(_NEWS) for key in session.info.get(_TOUCHED, ())
+            if key.startswith(_NEWS)}
+
+
+def tell_owner(session: Session, user_id: str) -> None:
+    """Wake the jobs stream of the user ``user_id`` when this commits."""
+    session.info.setdefault(_TOUCHED, set()).add(owner_news(user_id))
 
 
 class Wakeups:

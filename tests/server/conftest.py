@@ -35,6 +35,8 @@ MAX_UPLOAD_BYTES = 2_000_000
 MAX_BODY_BYTES = 1_000_000
 #: An event stream silent this long sends a keep-alive comment.
 EVENTS_KEEPALIVE_S = 0.5
+#: A user's jobs stream ends after this long (its client reconnects with its last id).
+JOBS_STREAM_MAX_S = 2.0
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -58,6 +60,7 @@ class Server:
                "KILN_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
                "KILN_MAX_PARAMETERS": "10000000", "KILN_EVENTS_POLL_S": "0.1",
                "KILN_EVENTS_KEEPALIVE_S": str(EVENTS_KEEPALIVE_S),
+               "KILN_JOBS_STREAM_MAX_S": str(JOBS_STREAM_MAX_S),
                "KILN_CONTROLS_RECHECK_S": str(CONTROLS_RECHECK_S),
                "KILN_CLAIM_WAIT_MAX_S": str(CLAIM_WAIT_MAX_S),
                # Logs soon, checkpoints every few short epochs: a resumed job then

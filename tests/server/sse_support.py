@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Event", "Stream", "read_events"]
+__all__ = ["Event", "Stream", "read_events", "read_stream"]
 
 
 @dataclass(frozen=True)
@@ -32,21 +32,26 @@ class Stream:
     status_code: int
     events: list[Event] = field(default_factory=list)
     retry: str | None = None
+    start_id: str | None = None  # an id sent without an event: where the stream began
     comments: list[str] = field(default_factory=list)
     body: str = ""
 
 
-def read_events(client: httpx.Client, job_id: str, *, last_id: str | None = None,
+def read_events(client: httpx.Client, job_id: str, **kw: Any) -> Stream:
+    """:func:`read_stream` of the job's stream, ``/v1/jobs/{job_id}/events``."""
+    return read_stream(client, f"/v1/jobs/{job_id}/events", **kw)
+
+
+def read_stream(client: httpx.Client, path: str, *, last_id: str | None = None,
                 params: dict[str, str] | None = None,
                 stop: Callable[[list[Event]], bool] = lambda events: False,
                 within_s: float | None = None) -> Stream:
-    """Follow ``/v1/jobs/{job_id}/events`` (resuming after ``last_id`` if given) until the
-    stream ends, ``stop(events so far)`` holds, or (at the next line, a keep-alive at
-    the latest) ``within_s`` has passed; then drop the connection."""
+    """Follow the event stream at ``path`` (resuming after ``last_id`` if given) until
+    it ends, ``stop(events so far)`` holds, or (at the next line, a keep-alive at the
+    latest) ``within_s`` has passed; then drop the connection."""
     deadline = time.monotonic() + within_s if within_s is not None else None
     headers = {"Last-Event-ID": last_id} if last_id is not None else {}
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
-                       params=params) as r:
+    with client.stream("GET", path, headers=headers, params=params) as r:
         out = Stream(r.status_code)
         if r.status_code != 200:
             r.read()
@@ -61,12 +66,14 @@ def read_events(client: httpx.Client, job_id: str, *, last_id: str | None = None
             elif line:
                 name, _, value = line.partition(": ")
                 fields[name] = value
-            elif "retry" in fields and len(fields) == 1:
-                out.retry = fields.pop("retry")
             elif fields:
-                out.events.append(Event(fields["id"], fields["event"],
-                                        json.loads(fields["data"])))
+                out.retry = fields.pop("retry", out.retry)
+                if "data" in fields:
+                    out.events.append(Event(fields["id"], fields["event"],
+                                            json.loads(fields["data"])))
+                elif "id" in fields:
+                    out.start_id = fields["id"]
                 fields = {}
-                if stop(out.events):
+                if out.events and stop(out.events):
                     break
     return out

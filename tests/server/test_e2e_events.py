@@ -1,6 +1,7 @@
 """End to end: a job's event stream followed by two clients while a real worker trains it,
-one uninterrupted, one that drops the connection and resumes with Last-Event-ID; and the
-job's progress (epochs and steps completed) read while it runs."""
+one uninterrupted, one that drops the connection and resumes with Last-Event-ID; the
+job's progress (epochs and steps completed) read while it runs; and the user's jobs
+stream following a job from its submission to its end."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from . import e2e_support
 from .e2e_support import (
     digits_job,
     digits_split,
+    epochs,
+    finished,
     get_job,
     new_client,
     submit,
@@ -17,6 +20,7 @@ from .e2e_support import (
     wait_for,
 )
 from .sse_support import read_events
+from .test_jobs_events import Follower
 
 e2e_server = e2e_support.e2e_server
 make_workers = e2e_support.make_workers
@@ -94,3 +98,37 @@ def test_a_stream_resumed_after_a_drop_misses_and_repeats_nothing(e2e_server, ma
     steps = [s for e in resumed if e.kind == "steps"
              for s in range(e.data["first_step"], e.data["first_step"] + len(e.data["losses"]))]
     assert steps == list(range(1, len(steps) + 1))  # every step once, in order
+
+
+def test_the_jobs_stream_follows_a_job_a_real_worker_trains(e2e_server, make_workers):
+    client, token = new_client(e2e_server)
+    dataset = upload_digits(client, digits_split())
+    stream = Follower(e2e_server, token)
+    try:
+        job_id = submit(client, digits_job(dataset, epochs=4, stop=None))
+        make_workers(e2e_server).start(1)
+        done = finished(client, job_id)
+        last = stream.next("the job's end", job_id, status="succeeded")
+    finally:
+        stream.close()
+    assert last == done
+    sent = [e.data for e in stream.events]
+    assert {job["id"] for job in sent} == {job_id}
+    assert (sent[0]["status"], sent[0]["worker"], sent[0]["latest"]) == ("queued", None, None)
+    running = [job for job in sent if job["status"] == "running"]
+    assert running and {job["worker"]["name"] for job in running} == \
+        {w["name"] for w in client.get("/v1/workers").json()["data"]
+         if w["id"] == running[0]["worker"]["id"]}
+    # Progress, as it came: steps, epochs and the latest epoch's figures only move on
+    # (a heartbeat may report an epoch completed before its row is posted); the last
+    # figures are the last epoch row's.
+    for field in ("step", "epoch"):
+        seen = [job[field] for job in sent]
+        assert seen == sorted(seen) and len(set(seen)) > 2, field
+    latest = [(job["latest"] or {}).get("epoch", 0) for job in sent]
+    assert latest == sorted(latest) and len(set(latest)) > 2
+    assert all(e <= job["epoch"] for e, job in zip(latest, sent, strict=True))
+    rows = epochs(client, job_id)
+    assert last["latest"] == {k: rows[-1][k] for k in ("epoch", "train_loss", "val_loss",
+                                                       "metrics")}
+    assert (last["epoch"], last["worker"]) == (4, None)

@@ -1,6 +1,7 @@
 """A job's event stream is woken by what the server commits for the job, not by its timer:
 on a server that re-reads the database only every 30 s, a log post, a control and a
-control's result each reach an open stream within a fraction of a second."""
+control's result each reach an open stream within a fraction of a second; and a user's
+jobs stream is woken so by a change of any of the user's jobs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from .conftest import ADMIN_TOKEN, Server, mlp_job, npz_bytes, upload
-from .sse_support import Event, read_events
+from .sse_support import Event, read_events, read_stream
 
 #: The stream's own re-read interval on this module's server: far longer than any wait
 #: below, so an event can only arrive in time if the commit woke the stream.
@@ -23,7 +24,8 @@ PROMPT_S = 1.5
 @pytest.fixture(scope="module")
 def slow_poll_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(tmp_path_factory.mktemp("events-wakeup"),
-                 env={"KILN_EVENTS_POLL_S": str(EVENTS_POLL_S)})
+                 env={"KILN_EVENTS_POLL_S": str(EVENTS_POLL_S),
+                      "KILN_JOBS_STREAM_MAX_S": str(EVENTS_POLL_S)})
     yield srv
     srv.stop()
 
@@ -87,3 +89,24 @@ def test_commits_wake_an_open_stream_at_once(slow_poll_server, digits):
     assert arrived[-1][1].data["status"] == "applied" and arrived[-1][0] - sent < PROMPT_S
     worker.post(f"/v1/worker/jobs/{job_id}/finish", headers=lease,
                 json={"status": "cancelled", "epoch": 1, "step": 2})
+
+
+def test_a_change_wakes_the_owners_jobs_stream_at_once(slow_poll_server, digits):
+    user = _client(slow_poll_server)
+    dataset = upload(user, npz_bytes(**digits)).json()["id"]
+    start = read_stream(user, "/v1/jobs/events", within_s=0.2).start_id
+    arrived: list[float] = []
+
+    def follow() -> None:
+        def note(events: list[Event]) -> bool:
+            arrived.append(time.monotonic())
+            return True
+        read_stream(user, "/v1/jobs/events", last_id=start, stop=note)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    time.sleep(0.5)  # the stream has read, found nothing, and waits on its bell
+    sent = time.monotonic()
+    assert user.post("/v1/jobs", json=mlp_job(dataset)).status_code == 201
+    reader.join(10)
+    assert arrived and arrived[0] - sent < PROMPT_S

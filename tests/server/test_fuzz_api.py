@@ -70,6 +70,18 @@ def _audiences() -> dict[str, str]:
 
 
 AUDIENCE = _audiences()
+#: How long a user's jobs stream stays open on this module's server: a fuzzed request
+#: reads its whole response, and that stream ends only after this long.
+JOBS_STREAM_MAX_S = 0.2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """This module's own server, whose jobs streams end soon."""
+    srv = Server(tmp_path_factory.mktemp("fuzz-server"),
+                 env={"KILN_JOBS_STREAM_MAX_S": str(JOBS_STREAM_MAX_S)})
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture(scope="module")

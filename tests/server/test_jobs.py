@@ -182,7 +182,7 @@ def test_openapi_documents_every_route(server):
     spec = httpx.get(server.url + "/openapi.json").json()
     ops = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
     assert {"create_job", "list_jobs", "create_control", "upload_dataset", "claim_job",
-            "heartbeat", "finish_job", "job_events"} <= ops
+            "heartbeat", "finish_job", "job_events", "jobs_events"} <= ops
     assert np.all([op.get("summary") for path in spec["paths"].values()
                    for op in path.values()])
     refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(spec)))
@@ -195,12 +195,12 @@ def test_every_field_users_read_is_described_in_the_openapi_document(server):
     import httpx
 
     schemas = httpx.get(server.url + "/openapi.json").json()["components"]["schemas"]
-    for name in ("JobPublic", "JobsPublic", "ControlPublic", "EpochPublic", "StepsPublic",
-                 "WorkerPublic", "WorkersPublic"):
+    for name in ("JobPublic", "JobsPublic", "JobLatest", "JobWorker", "ControlPublic",
+                 "EpochPublic", "StepsPublic", "WorkerPublic", "WorkersPublic"):
         props = schemas[name]["properties"]
         undescribed = [p for p, s in props.items() if not s.get("description")]
         assert props and not undescribed, (name, undescribed)
     job = schemas["JobPublic"]["properties"]
     assert "completed" in job["epoch"]["description"]
     assert "completed" in job["step"]["description"]
-    assert {"epochs", "steps_per_epoch", "requested"} <= set(job)
+    assert {"epochs", "steps_per_epoch", "requested", "latest", "worker"} <= set(job)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session, defer, selectinload
 
 from ..errors import ConflictError, InvalidError, NotFoundError
 from ..models import (
@@ -34,19 +34,29 @@ from ..models import (
     User,
     utcnow,
 )
-from ..schemas import ControlCreate, ControlPublic, EpochPublic, JobCreate, StepsPublic
+from ..schemas import (
+    ControlCreate,
+    ControlPublic,
+    EpochPublic,
+    JobCreate,
+    JobPublic,
+    StepsPublic,
+)
 from ..settings import Settings
-from ..wakeups import QUEUE, touch
+from ..wakeups import QUEUE, tell, touch
 from .jobspec import check_control, check_job
 
 __all__ = [
     "EventCursor",
+    "JobsCursor",
     "add_control",
     "cancel",
+    "changed_jobs",
     "controls",
     "create",
     "epochs",
     "get",
+    "jobs_now",
     "list_",
     "news",
     "pause",
@@ -67,7 +77,13 @@ def create(session: Session, owner: User, spec: JobCreate, settings: Settings) -
     session.flush()
     session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in checked.dataset_ids)
     touch(session, QUEUE)  # a claim held by an idle worker takes it as soon as this commits
+    tell(session, job.id)  # its owner's jobs stream sends it
     return job
+
+
+#: How jobs are read for a list of them: their workers in one more query, not one each,
+#: and without the columns a list does not show.
+_LISTED = (selectinload(Job.worker), defer(Job.state), defer(Job.paths))
 
 
 def _cursor(job: Job) -> str:
@@ -85,7 +101,7 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
 def list_(session: Session, owner: User, status: JobStatus | None, cursor: str | None,
           limit: int) -> tuple[list[Job], str | None]:
     """A page of the owner's jobs, newest first, and the cursor of the next page."""
-    q = select(Job).where(Job.owner_id == owner.id)
+    q = select(Job).where(Job.owner_id == owner.id).options(*_LISTED)
     if status is not None:
         q = q.where(Job.status == status)
     if cursor:
@@ -316,3 +332,68 @@ def news(session: Session, owner: User, job_id: str, cursor: EventCursor
         sent("status", {"status": job.status.value, "epoch": job.epoch, "step": job.step,
                         "error": job.error})
     return out, job.status not in ACTIVE
+
+
+@dataclass(frozen=True)
+class JobsCursor:
+    """Where a user's jobs stream is, in the order of (``updated_at``, id): past every job
+    changed before ``at``, and past those changed at ``at`` up to ``job_id`` (all of them
+    when None). Stamps grow in commit order (services/stamps.py), so whatever commits
+    later comes after the cursor."""
+
+    at: datetime  # UTC
+    job_id: str | None = None
+
+    def encode(self) -> str:
+        """The cursor as an SSE event id: opaque, URL-safe."""
+        text = f"j1|{self.at.isoformat()}|{self.job_id or ''}"
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, event_id: str) -> JobsCursor:
+        """The cursor of an id that :meth:`encode` gave (ValueError if it is not one)."""
+        try:
+            text = base64.urlsafe_b64decode(event_id + "=" * (-len(event_id) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            text = ""
+        m = _JOBS_EVENT_ID.fullmatch(text)
+        try:
+            at = datetime.fromisoformat(m["at"]).astimezone(UTC) if m else None
+        except (ValueError, OverflowError):
+            at = None
+        if at is None:
+            raise ValueError("is not an event id of this server's jobs stream")
+        return cls(at, m["job"] or None)
+
+    def after(self) -> ColumnElement[bool]:
+        """The jobs past the cursor."""
+        if self.job_id is None:
+            return Job.updated_at > self.at
+        return (Job.updated_at > self.at) | ((Job.updated_at == self.at)
+                                             & (Job.id > self.job_id))
+
+
+_JOBS_EVENT_ID = re.compile(r"j1\|(?P<at>[0-9T:.+-]{19,40})\|(?P<job>[0-9a-f]{0,32})", re.ASCII)
+
+
+def jobs_now(session: Session, owner: User) -> JobsCursor:
+    """A cursor past every change of the owner's jobs committed so far."""
+    last = session.execute(select(Job.updated_at, Job.id).where(Job.owner_id == owner.id)
+                           .order_by(Job.updated_at.desc(), Job.id.desc()).limit(1)).first()
+    if last is None:
+        return JobsCursor(datetime.min.replace(tzinfo=UTC))
+    return JobsCursor(last.updated_at.astimezone(UTC), last.id)
+
+
+def changed_jobs(session: Session, owner: User, cursor: JobsCursor, limit: int
+                 ) -> tuple[list[tuple[str, dict[str, Any], str]], JobsCursor]:
+    """The owner's jobs changed after ``cursor``, at most ``limit``, in the cursor's order:
+    each as ("job", its JobPublic, the event id just after it); and the cursor after them."""
+    out: list[tuple[str, dict[str, Any], str]] = []
+    for job in session.scalars(select(Job).where(Job.owner_id == owner.id, cursor.after())
+                               .options(*_LISTED).order_by(Job.updated_at, Job.id)
+                               .limit(limit)):
+        cursor = JobsCursor(job.updated_at.astimezone(UTC), job.id)
+        out.append(("job", JobPublic.model_validate(job).model_dump(mode="json"),
+                    cursor.encode()))
+    return out, cursor

@@ -161,7 +161,7 @@ def claim(session: Session, worker: Worker, lease_s: float) -> Job | None:
                           .values(status=JobStatus.running, worker_id=worker.id,
                                   lease_token=secrets.token_hex(16),
                                   lease_expires_at=now + timedelta(seconds=lease_s),
-                                  attempt=Job.attempt + 1, updated_at=now,
+                                  attempt=Job.attempt + 1,
                                   epoch=func.coalesce(Job.checkpoint_epoch, 0),
                                   step=func.coalesce(Job.checkpoint_step, 0),
                                   started_at=case((Job.started_at.is_(None), now),
@@ -219,10 +219,12 @@ def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_
     job = _leased(session, job_id, lease)
     now = utcnow()
     job.lease_expires_at = now + timedelta(seconds=lease_s)
-    _progress(job, body.epoch, body.step)
-    tell(session, job.id)
-    if body.steps_per_epoch is not None:
+    moved = _progress(job, body.epoch, body.step)
+    if body.steps_per_epoch not in (None, job.steps_per_epoch):
         job.steps_per_epoch = body.steps_per_epoch
+        moved = True
+    if moved:  # a renewed lease alone is no news
+        tell(session, job.id)
     if job.worker_id:
         session.execute(update(Worker).where(Worker.id == job.worker_id)
                         .values(last_seen_at=now))
@@ -232,10 +234,12 @@ def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_
     return job, job.requested or "continue", list(pending)
 
 
-def _progress(job: Job, epoch: int = 0, step: int = 0) -> None:
+def _progress(job: Job, epoch: int = 0, step: int = 0) -> bool:
     """Progress reported under the job's lease: it never goes back (a heartbeat sent
-    before a log post may arrive after it)."""
+    before a log post may arrive after it). Whether it moved."""
+    before = job.epoch, job.step
     job.epoch, job.step = max(job.epoch, epoch), max(job.step, step)
+    return (job.epoch, job.step) != before
 
 
 def controls_after(session: Session, job_id: str, lease: str, after: int
@@ -294,7 +298,11 @@ def _store_epochs(session: Session, job: Job, rows: list[EpochIn]) -> None:
         for k, v in e.model_dump().items():
             setattr(row, k, v)
         session.add(row)
-    _progress(job, epoch=max(e.epoch for e in rows))
+    last = max(rows, key=lambda e: e.epoch)
+    if job.latest is None or last.epoch >= job.latest["epoch"]:
+        job.latest = {"epoch": last.epoch, "train_loss": last.train_loss,
+                      "val_loss": last.val_loss, "metrics": last.metrics}
+    _progress(job, epoch=last.epoch)
 
 
 def control_results(session: Session, job_id: str, lease: str, body: ControlResults) -> None:
@@ -328,6 +336,7 @@ def put_blob(session: Session, blobs: BlobStore, job_id: str, lease: str, kind: 
         job.checkpoint_sha256, job.checkpoint_epoch, job.checkpoint_step = sha, epoch, step
     else:
         job.weights_sha256 = sha
+        tell(session, job.id)  # it has weights now
     return sha
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import AwareDatetime
 
 from ...db import session_scope
 from ...errors import InvalidError, NotFoundError
@@ -26,7 +29,8 @@ from ...schemas import (
     StepsPublic,
 )
 from ...services import jobs
-from ...wakeups import news
+from ...settings import Settings
+from ...wakeups import news, owner_news
 from ..deps import BlobsDep, CurrentUser, SessionDep, SettingsDep
 from ..routing import CommitInHandler
 
@@ -50,6 +54,66 @@ def list_jobs(session: SessionDep, user: CurrentUser, settings: SettingsDep,
     limit = min(limit or settings.page_size, settings.max_page_size)
     rows, next_cursor = jobs.list_(session, user, status, cursor, limit)
     return JobsPublic(data=[JobPublic.model_validate(j) for j in rows], next_cursor=next_cursor)
+
+
+_JOBS_EVENTS_DOC = {200: {"content": {"text/event-stream": {}}},
+                    422: {"description": "since is not a timestamp with a time zone, or "
+                                         "Last-Event-ID (or ?last_event_id=) is not an id "
+                                         "this stream gave"}}
+
+
+# Before /{job_id}, which would take "events" for a job id.
+@router.get("/events", response_class=StreamingResponse, responses=_JOBS_EVENTS_DOC)
+async def jobs_events(request: Request, user: CurrentUser, settings: SettingsDep,
+                      since: Annotated[AwareDatetime | None, Query(
+                          description="send the jobs changed after this time (RFC 3339, "
+                          "with its zone: 2026-12-03T10:00:00Z); default: those changed "
+                          "after the stream opens")] = None,
+                      last_event_id: Annotated[str | None, Header(
+                          description="the id of the last event received: the stream "
+                          "resumes after it, and since is ignored")] = None,
+                      last_event_id_query: Annotated[str | None, Query(
+                          alias="last_event_id", description="the same, for a first "
+                          "request that cannot set headers; the header wins")] = None,
+                      ) -> StreamingResponse:
+    """Server-sent events: each of your jobs, whenever it is created or changes.
+
+    Each event is ``event: job`` with a JobPublic as ``data:`` (the job as it is now:
+    status, requested, epoch and step, latest, worker, …), sent when the job is submitted
+    and after every change: a claim, progress, an epoch row, a control or its outcome, a
+    pause, resume or cancel, the end. Jobs come in the order they changed; a job that
+    changed twice while the stream was away comes once, as it is now.
+
+    Every event has an ``id:``, an opaque cursor: reconnect with it (``Last-Event-ID``)
+    to receive every job changed after it, once. The stream begins with the ``retry:``
+    ms to wait before reconnecting and the ``id:`` of its start point (no event), so a
+    client reconnecting before any event resumes from there too. It sends a ``: ping``
+    comment after ``events_keepalive_s`` of silence, and ends after
+    ``jobs_stream_max_s`` (reconnect with the last id).
+    """
+    raw, where = _last_event_id(last_event_id, last_event_id_query)
+    try:
+        cursor = jobs.JobsCursor.decode(raw) if raw else None
+    except ValueError as e:
+        raise InvalidError(where, str(e)) from None
+    if cursor is None and since is not None:
+        try:
+            cursor = jobs.JobsCursor(since.astimezone(UTC))
+        except OverflowError:
+            raise InvalidError(["query", "since"], "is out of range in UTC") from None
+    factory, page = request.app.state.read_sessions, settings.max_page_size
+
+    def poll() -> _Polled:
+        nonlocal cursor
+        with session_scope(factory) as session:
+            if cursor is None:
+                cursor = jobs.jobs_now(session, user)
+            start = cursor.encode()
+            events, cursor = jobs.changed_jobs(session, user, cursor, page)
+        return _Polled(events, more=len(events) == page, start_id=start)
+
+    return await _stream(request, settings, owner_news(user.id), poll,
+                         max_s=settings.jobs_stream_max_s)
 
 
 @router.get("/{job_id}")
@@ -158,44 +222,80 @@ async def job_events(job_id: str, request: Request, user: CurrentUser, settings:
     to wait ``retry:`` ms before reconnecting, and sends a ``: ping`` comment after
     ``events_keepalive_s`` of silence.
     """
-    raw = last_event_id if last_event_id is not None else last_event_id_query
-    where = ["header", "last-event-id"] if last_event_id is not None else \
-        ["query", "last_event_id"]
+    raw, where = _last_event_id(last_event_id, last_event_id_query)
     try:
         cursor = jobs.EventCursor.decode(raw, job_id) if raw else jobs.EventCursor()
     except ValueError as e:
         raise InvalidError(where, str(e)) from None
     factory = request.app.state.read_sessions
 
-    def poll() -> tuple[list[tuple[str, dict[str, Any], str]], bool]:
+    def poll() -> _Polled:
         with session_scope(factory) as session:
-            return jobs.news(session, user, job_id, cursor)
+            events, done = jobs.news(session, user, job_id, cursor)
+        return _Polled(events, done=done)
 
+    return await _stream(request, settings, news(job_id), poll)
+
+
+def _last_event_id(header: str | None, query: str | None) -> tuple[str | None, list[str]]:
+    """The id to resume after (the header wins) and where it came from, for a 422."""
+    if header is not None:
+        return header, ["header", "last-event-id"]
+    return query, ["query", "last_event_id"]
+
+
+class _Polled(NamedTuple):
+    """What one read of a stream found: its events, each (kind, data, id); whether the
+    stream is over; whether there is more to read at once; and, from the first read,
+    the id of the stream's start, sent before any event."""
+
+    events: list[tuple[str, dict[str, Any], str]]
+    done: bool = False
+    more: bool = False
+    start_id: str | None = None
+
+
+async def _stream(request: Request, settings: Settings, bell_key: str,
+                  poll: Callable[[], _Polled], max_s: float | None = None
+                  ) -> StreamingResponse:
+    """Server-sent events of what ``poll`` reads: first at once (a 404 or 422 comes now,
+    not mid-stream), then whenever ``bell_key`` rings, and every ``events_poll_s`` for
+    what another replica wrote; until ``poll`` says it is done, the client leaves, the
+    server shuts down, or ``max_s`` has passed. A ``retry:`` hint first (with the
+    ``id:`` of the start, if the first read gave one: a client that reconnects before
+    any event resumes from there), a ``: ping`` after ``events_keepalive_s`` of
+    silence."""
     wakeups = request.app.state.wakeups
-    first_bell = wakeups.bell(news(job_id))  # taken before the read, as a long-poll does
-    first = await run_in_threadpool(poll)  # a 404 now, not mid-stream
+    first_bell = wakeups.bell(bell_key)  # taken before the read, as a long-poll does
+    first = await run_in_threadpool(poll)
+    ends = time.monotonic() + max_s if max_s is not None else math.inf
 
     async def stream() -> AsyncIterator[str]:
-        yield f"retry: {settings.events_retry_ms}\n\n"
-        events, done, bell = *first, first_bell
+        start = f"id: {first.start_id}\n" if first.start_id else ""
+        yield f"retry: {settings.events_retry_ms}\n{start}\n"
+        polled, bell = first, first_bell
         quiet_since = time.monotonic()
         while True:
-            for kind, data, event_id in events:
+            for kind, data, event_id in polled.events:
                 yield f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
                 quiet_since = time.monotonic()
-            if done:
+            if polled.done or time.monotonic() >= ends:
                 return
             if time.monotonic() - quiet_since >= settings.events_keepalive_s:
                 yield ": ping\n\n"
                 quiet_since = time.monotonic()
-            # Woken at once by what this process commits for the job; re-read every
-            # events_poll_s anyway, for what another replica wrote.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(bell.wait(), settings.events_poll_s)
+            if not polled.more:
+                # Woken at once by what this process commits; re-read every
+                # events_poll_s anyway, for what another replica wrote (and in time
+                # for the next ping, and the end).
+                wake = min(time.monotonic() + settings.events_poll_s, ends,
+                           quiet_since + settings.events_keepalive_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(bell.wait(), max(wake - time.monotonic(), 0))
             if wakeups.closed or await request.is_disconnected():
                 return  # shutting down: the client resumes elsewhere with its last id
-            bell = wakeups.bell(news(job_id))
-            events, done = await run_in_threadpool(poll)
+            bell = wakeups.bell(bell_key)
+            polled = await run_in_threadpool(poll)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

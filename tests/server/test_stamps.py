@@ -1,0 +1,112 @@
+"""jobs.updated_at is stamped at commit, in commit order, on SQLite and PostgreSQL: a user's
+jobs stream moves its cursor past what it has seen, so a change that committed later
+must never carry an earlier stamp, nor the same one as another transaction's."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from kiln_server import migrate
+from kiln_server.db import make_engine, make_sessionmaker, session_scope
+from kiln_server.models import Job, User
+from kiln_server.services import stamps
+from kiln_server.wakeups import owner_news, tell
+from sqlalchemy import event, select
+
+from .conftest import pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sessions(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kiln.db'}"
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        yield make_sessionmaker(engine)
+    else:
+        with pg_database() as url:
+            engine = make_engine(url)
+            migrate.upgrade(engine)
+            yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def _jobs(sessions, n: int) -> list[str]:
+    with session_scope(sessions) as s:
+        user = User(name="u")
+        s.add(user)
+        s.flush()
+        jobs = [Job(owner_id=user.id, spec={}, parameters=0, paths=[]) for _ in range(n)]
+        s.add_all(jobs)
+        s.flush()
+        return [j.id for j in jobs]
+
+
+def _stamps(sessions) -> dict[str, datetime]:
+    with session_scope(sessions) as s:
+        return {job_id: at for job_id, at in s.execute(select(Job.id, Job.updated_at))}
+
+
+def _change(session, job_id: str) -> None:
+    session.get(Job, job_id).epoch += 1
+    tell(session, job_id)
+
+
+def test_a_change_that_commits_later_has_the_later_stamp(sessions):
+    """The first transaction writes first and commits last (on PostgreSQL the second
+    commits meanwhile; on SQLite it waits for the first's lock)."""
+    first_job, second_job = _jobs(sessions, 2)
+    commits: list[str] = []
+    first = sessions()
+    first.begin()
+    _change(first, first_job)
+    first.flush()  # written now, long before its commit
+
+    def second() -> None:
+        with session_scope(sessions) as s:
+            _change(s, second_job)
+        commits.append(second_job)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join(2.0)  # PostgreSQL: done; SQLite: waiting for the first's write lock
+    first.commit()
+    commits.append(first_job)
+    first.close()
+    thread.join(30)
+    at = _stamps(sessions)
+    assert sorted(commits, key=lambda j: at[j]) == sorted(commits, key=commits.index)
+    if sessions.kw["bind"].dialect.name == "postgresql":
+        assert commits == [second_job, first_job]  # so the test did test the race
+
+
+def test_two_commits_in_the_same_instant_get_two_stamps_in_their_order(sessions,
+                                                                         monkeypatch):
+    a, b, c = _jobs(sessions, 3)
+    instant = datetime.now(UTC) + timedelta(days=1)  # past every stamp so far
+    monkeypatch.setattr(stamps, "utcnow", lambda: instant)
+    with session_scope(sessions) as s:
+        _change(s, b)
+        _change(s, c)
+    with session_scope(sessions) as s:
+        _change(s, a)
+    at = _stamps(sessions)
+    assert at[b] == at[c] == instant  # one transaction, one stamp
+    assert at[a] == instant + timedelta(microseconds=1)
+
+
+def test_a_commit_stamps_only_what_it_told_and_marks_the_owners_bell(sessions):
+    told, untold = _jobs(sessions, 2)
+    before = _stamps(sessions)
+    keys: list[set[str]] = []
+    event.listen(sessions, "after_commit",
+                 lambda s: keys.append(set(s.info.get("kiln_touched_jobs", ()))))
+    with session_scope(sessions) as s:
+        _change(s, told)
+        s.get(Job, untold).state = {"changed": True}  # not something a stream reports
+        owner = s.get(Job, told).owner_id
+    assert owner_news(owner) in keys[0]  # the change's commit rings the owner's bell
+    after = _stamps(sessions)
+    assert after[told] > before[told] and after[untold] == before[untold]
