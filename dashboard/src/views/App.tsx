@@ -34,6 +34,18 @@ export function App() {
     onUnauthorized: (e) => signOut(`The server refused the token (${e.message}): sign in again.`),
   }) : null, [token]);
 
+  // signing in or out in another tab does so here too
+  useEffect(() => {
+    const on = (e: StorageEvent) => {
+      if (e.key === TOKEN_KEY && e.newValue !== token) {
+        setUser(null);
+        setToken(e.newValue);
+      }
+    };
+    addEventListener("storage", on);
+    return () => removeEventListener("storage", on);
+  }, [token]);
+
   useEffect(() => {
     if (!api) return;
     setError(null);

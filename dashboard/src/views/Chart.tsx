@@ -155,7 +155,8 @@ export function Chart(props: ChartProps) {
   }, [markerKey]);
 
   return (
-    <figure class="chart" data-testid={props.testid} aria-label={props.title}>
+    <figure class="chart" data-testid={props.testid} aria-label={props.title}
+      data-points={props.data[0].length} data-last-x={hasData ? props.data[0][props.data[0].length - 1] : undefined}>
       <figcaption>{props.title}</figcaption>
       {hasData ? <div ref={box} class="chart-box" /> :
         <div class="chart-empty" style={{ height: `${height}px` }}>{props.empty ?? "No points yet."}</div>}

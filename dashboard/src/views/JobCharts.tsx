@@ -80,7 +80,7 @@ export function JobCharts({ job, cols, epochs, controls, weight, log }: {
     };
   }, [epochs, log]);
 
-  const points = { show: true, size: 5 };
+  const points = { show: epochs.length <= 60, size: 5 };
   return (
     <div class="charts">
       <Chart testid="chart-step-loss" title="Loss by step" data={loss.data} series={loss.series}
