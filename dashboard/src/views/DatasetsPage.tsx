@@ -116,8 +116,7 @@ function UploadForm({ api, onUploaded }: { api: Api; onUploaded: () => void }) {
     } catch (err) {
       setError(err as ApiError);
     } finally {
-      setUpload(null);
-      setProgress(null);
+      setUpload(null); // the bar stays, full or as far as it got, until the next upload
     }
   };
 
@@ -133,7 +132,7 @@ function UploadForm({ api, onUploaded }: { api: Api; onUploaded: () => void }) {
       <button type="submit" data-testid="upload-submit" disabled={upload !== null}>Upload</button>
       {upload ? <button type="button" class="quiet" onClick={() => upload.abort()}>Stop</button> : null}
       {progress ? (
-        <span class="upload-progress">
+        <span class="upload-progress" data-testid="upload-progress-text">
           <progress data-testid="upload-progress" max={progress.total || 1} value={progress.sent} />
           {fmtBytes(progress.sent)} / {fmtBytes(progress.total)}
         </span>
