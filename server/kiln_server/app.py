@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 
 from . import migrate
-from .api.routes import datasets, jobs, system, worker, workers
+from .api.routes import dashboard, datasets, jobs, system, worker, workers
 from .blobs import BlobStore
 from .db import make_engine, make_sessionmaker, session_scope
 from .errors import install_handlers
@@ -106,4 +106,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         v1.include_router(module.router)
     app.include_router(system.router)
     app.include_router(v1)
+    app.router.routes.extend(dashboard.routes(settings.dashboard_dir))
     return app

@@ -39,6 +39,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .api.routes import dashboard
     from .app import create_app, prepare
     from .services import auth, queue
     from .serving import LocalWorkers, serve
@@ -64,6 +65,11 @@ def _serve(args: argparse.Namespace) -> int:
     engine.dispose()  # the app has its own; a requeue connects again when it needs to
     print(f"Kiln is serving at {url} (docs at {url}/docs) with {args.workers} local "
           f"worker(s)", flush=True)
+    if dashboard.is_built(settings.dashboard_dir):
+        print(f"Dashboard: {url}/", flush=True)
+    else:
+        print(f"Dashboard: not built (no {settings.dashboard_dir / 'index.html'}); build it "
+              f"with: {dashboard.BUILD_COMMANDS}", flush=True)
     try:
         serve(create_app(settings), args.host, args.port, start_workers)
     finally:

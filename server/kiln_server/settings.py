@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default: SQLite at <data_dir>/kiln.db")
     admin_token: str | None = Field(
         None, description="the first admin's token; generated and printed once when unset")
+    dashboard_dir: Path = Field(
+        Path(__file__).resolve().parent / "dashboard",
+        description="the built web dashboard served at / (index.html and assets/): by "
+        "default the package's, where `npm run build` in dashboard/ writes it")
 
     max_upload_bytes: int = Field(1 << 30, gt=0)
     max_parameters: int = Field(100_000_000, gt=0)
