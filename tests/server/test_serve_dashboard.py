@@ -10,14 +10,17 @@ import pytest
 from .conftest import Server
 
 INDEX = '<!doctype html><html><head><script type="module" src="/assets/index-4f2a.js">' \
-        '</script></head><body><div id="app"></div></body></html>'
+        '</script><link rel="stylesheet" href="/assets/index-9c1e.css"></head>' \
+        '<body><div id="app"></div></body></html>'
+#: A module script runs only if served with a JavaScript type: the browser test checks it.
+SCRIPT = 'document.getElementById("app").textContent = "built";\n'
 
 
 def _build(directory) -> None:
     """What `npm run build` leaves: index.html and hashed assets."""
     (directory / "assets").mkdir(parents=True)
     (directory / "index.html").write_text(INDEX)
-    (directory / "assets" / "index-4f2a.js").write_text("export const kiln = 1;\n")
+    (directory / "assets" / "index-4f2a.js").write_text(SCRIPT)
     (directory / "assets" / "index-9c1e.css").write_text("body { margin: 0 }\n")
 
 
@@ -67,7 +70,7 @@ def test_the_build_is_served_without_a_token_and_assets_are_cached(dashboard_ser
     assert page.headers["content-type"].startswith("text/html")
     assert httpx.head(server.url + "/").status_code == 200
     script = httpx.get(server.url + "/assets/index-4f2a.js")
-    assert script.status_code == 200 and script.text == "export const kiln = 1;\n"
+    assert script.status_code == 200 and script.text == SCRIPT
     assert script.headers["content-type"].split(";")[0] in ("text/javascript",
                                                             "application/javascript")
     assert script.headers["cache-control"] == "public, max-age=31536000, immutable"
@@ -84,3 +87,17 @@ def test_other_paths_stay_json_404s(dashboard_server):
                  "/index.html", "/nope", "/v1/nope"):
         r = httpx.get(server.url + path)
         assert r.status_code == 404 and r.json() == {"detail": "Not Found"}, path
+
+
+def test_a_browser_runs_the_served_page(dashboard_server, browser):
+    """Chromium loads / and runs its module script from /assets (which it refuses when
+    served with a type that is not JavaScript's) and applies its stylesheet."""
+    server = dashboard_server(built=True)
+    page = browser.new_page()
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('app').textContent === 'built'",
+                               timeout=10_000)
+        assert page.evaluate("getComputedStyle(document.body).margin") == "0px"
+    finally:
+        page.close()
