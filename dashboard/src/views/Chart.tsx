@@ -136,8 +136,8 @@ export function Chart(props: ChartProps) {
       u.destroy();
       chart.current = null;
     };
-    // the chart is made again only when its shape changes; data goes through setData below
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // made again only when its shape changes (the props it reads are in `shape`); new data
+    // goes through setData below
   }, [shape, hasData]);
 
   const first = useRef(true);

@@ -15,11 +15,11 @@ import { Chart, PALETTE, type ChartMarker } from "./Chart";
 const stepped = uPlot.paths.stepped!({ align: 1 });
 
 /** Values a log axis can show: others (a loss of exactly 0) left out. */
-export function positive(values: (number | null)[]): (number | null)[] {
+function positive(values: (number | null)[]): (number | null)[] {
   return values.map((v) => (v !== null && v > 0 ? v : null));
 }
 
-export function stepLossSeries(cols: StepColumns, weight: number, log = false) {
+function stepLossSeries(cols: StepColumns, weight: number, log = false) {
   const y = log ? positive : (v: (number | null)[]) => v;
   const smoothed = smooth(cols.mean, weight);
   const banded = cols.stride > 1;

@@ -19,7 +19,7 @@ import { useNow } from "./hooks";
 const PAGE = 500;
 /** Each row's height in pixels (the stylesheet's tr.job-row), and the rows drawn beyond
  * each edge of the window. */
-export const ROW_HEIGHT = 36;
+const ROW_HEIGHT = 36;
 const OVERSCAN = 12;
 
 /** The rows of ``count`` in view of the window, given the table body's element. */

@@ -8,7 +8,7 @@ import type { Worker } from "../types";
 import { ErrorBox } from "./common";
 import { useNow } from "./hooks";
 
-export function deviceText(d: Worker["device"]): string {
+function deviceText(d: Worker["device"]): string {
   const parts = [d.kind, d.name].filter((p) => typeof p === "string" && p);
   if (typeof d.memory_bytes === "number") parts.push(fmtBytes(d.memory_bytes));
   return parts.join(" · ") || JSON.stringify(d);
