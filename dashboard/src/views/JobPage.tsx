@@ -42,6 +42,7 @@ export function JobPage({ api, id, smooth, log }: { api: Api; id: string; smooth
     let events: EventStream | null = null;
     let pending: JobEvent[] = [];
     let frame = 0;
+    let ended = false; // the stream has sent the job's last status
     const timers = new Set<ReturnType<typeof setTimeout>>();
     const later = (ms: number, f: () => void) => {
       const t = setTimeout(() => { timers.delete(t); if (!cancelled) f(); }, ms);
@@ -106,11 +107,16 @@ export function JobPage({ api, id, smooth, log }: { api: Api; id: string; smooth
             for (const m of msgs) {
               const ev = parseJobEvent(m.event, m.data);
               if (ev) pending.push(ev);
+              // the job's last event: the server ends the stream, which must not reopen
+              if (ev?.kind === "status" && FINISHED.has(ev.data.status)) {
+                ended = true;
+                events?.close();
+              }
             }
             frame ||= requestAnimationFrame(flush);
           },
           onState: (st2, err) => {
-            if (!FINISHED.has(s.job.status)) setLive({ state: st2, error: err ?? null });
+            if (!ended) setLive({ state: st2, error: err ?? null });
           },
         });
       } catch (e) {
