@@ -11,7 +11,7 @@ import pytest
 from kiln_server import migrate
 from kiln_server.db import make_engine, make_sessionmaker, session_scope
 from kiln_server.models import Job, User
-from kiln_server.services import stamps
+from kiln_server.services import jobs, stamps
 from kiln_server.wakeups import owner_news, tell
 from sqlalchemy import event, select
 
@@ -38,10 +38,11 @@ def _jobs(sessions, n: int) -> list[str]:
         user = User(name="u")
         s.add(user)
         s.flush()
-        jobs = [Job(owner_id=user.id, spec={}, parameters=0, paths=[]) for _ in range(n)]
-        s.add_all(jobs)
+        made = [Job(owner_id=user.id, spec={"epochs": 1}, parameters=0, paths=[])
+                for _ in range(n)]
+        s.add_all(made)
         s.flush()
-        return [j.id for j in jobs]
+        return [j.id for j in made]
 
 
 def _stamps(sessions) -> dict[str, datetime]:
@@ -110,3 +111,29 @@ def test_a_commit_stamps_only_what_it_told_and_marks_the_owners_bell(sessions):
     assert owner_news(owner) in keys[0]  # the change's commit rings the owner's bell
     after = _stamps(sessions)
     assert after[told] > before[told] and after[untold] == before[untold]
+
+
+def test_the_jobs_cursor_pages_through_jobs_stamped_in_the_same_instant(sessions):
+    """Five jobs changed in one transaction share its stamp; read two at a time, each
+    comes once, in the order of their ids, and a resumed cursor goes on after the last."""
+    ids = _jobs(sessions, 5)
+    with session_scope(sessions) as s:
+        owner = s.get(User, s.get(Job, ids[0]).owner_id)
+        cursor = jobs.jobs_now(s, owner)
+    with session_scope(sessions) as s:
+        for job_id in ids:
+            _change(s, job_id)
+    seen: list[str] = []
+    with session_scope(sessions) as s:
+        while True:
+            events, cursor = jobs.changed_jobs(s, owner, jobs.JobsCursor.decode(
+                cursor.encode()), 2)
+            if not events:
+                break
+            seen += [data["id"] for _, data, _ in events]
+    assert seen == sorted(ids)
+    with session_scope(sessions) as s:
+        _change(s, ids[2])
+    with session_scope(sessions) as s:
+        events, _ = jobs.changed_jobs(s, owner, cursor, 2)
+    assert [(data["id"], data["epoch"]) for _, data, _ in events] == [(ids[2], 2)]
