@@ -5,6 +5,7 @@ must never carry an earlier stamp, nor the same one as another transaction's."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -35,7 +36,7 @@ def sessions(request, tmp_path):
 
 def _jobs(sessions, n: int) -> list[str]:
     with session_scope(sessions) as s:
-        user = User(name="u")
+        user = User(name=f"u{time.monotonic_ns()}")
         s.add(user)
         s.flush()
         made = [Job(owner_id=user.id, spec={"epochs": 1}, parameters=0, paths=[])
@@ -137,3 +138,38 @@ def test_the_jobs_cursor_pages_through_jobs_stamped_in_the_same_instant(sessions
     with session_scope(sessions) as s:
         events, _ = jobs.changed_jobs(s, owner, cursor, 2)
     assert [(data["id"], data["epoch"]) for _, data, _ in events] == [(ids[2], 2)]
+
+
+@pytest.fixture
+def pg_sessions():
+    with pg_database() as url:
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        yield make_sessionmaker(engine)
+        engine.dispose()
+
+
+def test_another_users_change_does_not_wait_for_a_stampers_lock(pg_sessions):
+    """On PostgreSQL the stamp lock is one per owner: while a transaction holds its
+    owner's (stamped, not yet committed), another user's change commits at once. (SQLite
+    has one write lock for every writer, by design: db.py.)"""
+    sessions = pg_sessions
+    (mine,), (theirs,) = _jobs(sessions, 1), _jobs(sessions, 1)
+    holder = sessions()
+    holder.begin()
+    _change(holder, mine)
+    stamps.stamp_changed_jobs(holder)  # the owner's lock is held until the commit
+    done = threading.Event()
+
+    def other() -> None:
+        with session_scope(sessions) as s:
+            _change(s, theirs)
+        done.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    committed_alongside = done.wait(10)
+    holder.commit()
+    holder.close()
+    thread.join(30)
+    assert committed_alongside

@@ -8,14 +8,15 @@ order than they write (concurrently on PostgreSQL; on either, one may take its t
 between the write and the commit). Here the jobs a transaction changed (those whose
 streams it tells, wakeups.tell / touch) are stamped last, before it commits, under a
 lock held until the commit: SQLite's one write lock (taken at BEGIN IMMEDIATE, db.py),
-on PostgreSQL a transaction-level advisory lock that every stamper takes. Each stamp is
-also after the latest stamp among the owners' jobs, so a user's stamps only grow, even
-across replicas whose clocks disagree, and two transactions never share one (several
-jobs of one transaction share its stamp; the id orders them).
+on PostgreSQL a transaction-level advisory lock per owner of those jobs (a stream
+follows one user's jobs, so only one user's stamps need an order). Each stamp is also
+after the latest stamp among the owners' jobs, so a user's stamps only grow, even across
+replicas whose clocks disagree, and two transactions never share one (several jobs of
+one transaction share its stamp; the id orders them).
 
-On PostgreSQL the lock makes the end of every transaction that changes a job wait for
-the end of the one before: a few milliseconds each (its commit), as SQLite's write lock
-already does everywhere.
+On PostgreSQL the lock makes the end of a transaction that changes a user's job wait for
+the end of the one before that changed one of theirs: a few milliseconds (its commit);
+other users' writes go on beside it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from ..wakeups import tell_owner, told
 
 __all__ = ["STAMP_LOCK", "stamp_changed_jobs"]
 
-#: The PostgreSQL advisory lock that stampers take in turn ("kilnjob" as a number).
-STAMP_LOCK = int.from_bytes(b"kilnjob", "big")
+#: The class of the PostgreSQL advisory locks that stampers take in turn, one per owner
+#: ("kiln" as a number; the owner's id hashed is the lock's second key).
+STAMP_LOCK = int.from_bytes(b"kiln", "big")
 #: The smallest step between two stamps (timestamps carry microseconds).
 _TICK = timedelta(microseconds=1)
 
@@ -43,9 +45,11 @@ def stamp_changed_jobs(session: Session) -> None:
     if not changed:
         return
     session.flush()  # the changes go in before the stamp, under the same lock
+    owners = sorted(set(session.scalars(select(Job.owner_id).where(Job.id.in_(changed)))))
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(STAMP_LOCK)))
-    owners = select(Job.owner_id).where(Job.id.in_(changed))
+        for owner in owners:  # always in the same order: two stampers never deadlock
+            session.execute(select(func.pg_advisory_xact_lock(STAMP_LOCK,
+                                                              func.hashtext(owner))))
     last = session.scalar(select(func.max(Job.updated_at)).where(Job.owner_id.in_(owners)))
     now = utcnow()
     at = now if last is None or now > last else last + _TICK
