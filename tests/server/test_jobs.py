@@ -10,6 +10,8 @@ import re
 
 import numpy as np
 import pytest
+from kiln_server.worker.build import build_trainer
+from kiln_server.worker.run import state_tree
 
 from .conftest import MAX_BODY_BYTES, MAX_UPLOAD_BYTES, mlp_job, npz_bytes, upload
 
@@ -150,14 +152,46 @@ def test_controls_are_numbered_and_validated_against_the_model(user, dataset_id)
     assert r.status_code == 422
     [err] = r.json()["detail"]
     assert err["loc"] == ["body", "path"] and "'layers.enc'" in err["msg"]
-    r = post({"kind": "adjust", "path": "layers.dec", "hyper": {"lr": 0.1}})
+    r = post({"kind": "adjust", "path": "layers.dec", "hyper": {"eta": 0.1, "lr": 0.1}})
     assert r.status_code == 422
-    assert r.json()["detail"][0]["loc"] == ["body", "hyper"]
+    assert r.json()["detail"][0]["loc"] == ["body", "hyper", "lr"]
     assert "'eta', 'beta', 'epsilon'" in r.json()["detail"][0]["msg"]
-    assert post({"kind": "adjust", "hyper": {"eta": -1}}).status_code == 422
+    r = post({"kind": "adjust", "hyper": {"eta": -1}})
+    assert r.status_code == 422
+    [err] = r.json()["detail"]
+    assert err["loc"] == ["body", "hyper", "eta"] and "must be >= 0" in err["msg"]
     assert post({"kind": "adjust", "path": "layers.enc"}).status_code == 422  # no hyper
     assert post({"kind": "explode"}).status_code == 422
     assert [c["seq"] for c in user.get(f"/v1/jobs/{job_id}/controls").json()] == [1, 2, 3]
+
+
+def test_a_hyper_parameter_is_named_as_json_spells_it(user, dataset_id):
+    chained = {"rule": "OptimiserChain", "rules": [{"rule": "WeightDecay", "lambda": 1e-4},
+                                                   {"rule": "Adam"}]}
+    job_id = user.post("/v1/jobs", json=mlp_job(dataset_id, optimiser=chained)).json()["id"]
+    post = lambda hyper: user.post(f"/v1/jobs/{job_id}/controls",
+                                   json={"kind": "adjust", "hyper": hyper})
+    r = post({"lamda": 1e-3})
+    assert r.status_code == 422
+    [err] = r.json()["detail"]
+    assert err["loc"] == ["body", "hyper", "lamda"]
+    assert "'lambda'" in err["msg"] and "lambda_" not in err["msg"]
+    assert post({"lambda": 1e-3}).status_code == 201
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"optimiser": {"rule": "OptimiserChain", "rules": [{"rule": "ClipNorm"},
+                                                           {"rule": "Momentum"}]},
+         "schedule": {"type": "Exp", "start": 0.01, "decay": 0.9}}])
+def test_a_queued_jobs_state_is_the_tree_its_worker_will_start_with(user, dataset_id, digits,
+                                                                     changes):
+    """Before any worker reported, /state is what a worker's first report would be."""
+    spec = mlp_job(dataset_id, **changes)
+    job = user.post("/v1/jobs", json=spec).json()
+    r = user.get(f"/v1/jobs/{job['id']}/state")
+    assert r.status_code == 200
+    trainer = build_trainer(job["spec"], {dataset_id: digits})
+    assert r.json() == state_tree(trainer)
 
 
 def test_lifecycle_of_a_job_no_worker_holds(user, dataset_id):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 from .._spec import (
@@ -53,6 +54,14 @@ __all__ = ["ALIASES", "RULES", "hyper_from_json", "rule_from_spec", "rule_schema
 # where that name is a keyword (``lambda`` -> ``lambda_``).
 _TO_PYTHON = {"lambda": "lambda_"}
 _TO_JSON = {v: k for k, v in _TO_PYTHON.items()}
+
+
+def json_names(text: str) -> str:
+    """``text`` (an error message naming hyper-parameters, or a rule's repr) with each
+    name spelled as JSON spells it (``lambda_`` -> ``lambda``), for a JSON request."""
+    for python, json in _TO_JSON.items():
+        text = re.sub(rf"\b{python}\b", json, text)
+    return text
 
 
 def hyper_from_json(hyper: dict[str, Any]) -> dict[str, Any]:

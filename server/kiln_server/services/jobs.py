@@ -44,7 +44,7 @@ from ..schemas import (
 )
 from ..settings import Settings
 from ..wakeups import QUEUE, tell, touch
-from .jobspec import check_control, check_job
+from .jobspec import check_control, check_job, initial_state
 
 __all__ = [
     "EventCursor",
@@ -61,6 +61,7 @@ __all__ = [
     "news",
     "pause",
     "resume",
+    "state",
     "steps",
 ]
 
@@ -119,6 +120,13 @@ def get(session: Session, owner: User, job_id: str, *, lock: bool = False) -> Jo
     if job is None or job.owner_id != owner.id:
         raise NotFoundError(f"no job {job_id!r}")
     return job
+
+
+def state(session: Session, owner: User, job_id: str) -> dict[str, Any]:
+    """The optimiser tree as the job's worker last reported it; before any report, the
+    tree the job starts with (so a queued job's subtrees can be shown and steered)."""
+    job = get(session, owner, job_id)
+    return job.state if job.state is not None else initial_state(job.spec, job.paths)
 
 
 def _record(session: Session, job: Job, kind: ControlKind, *, path: str = "",

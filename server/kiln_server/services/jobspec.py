@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from kiln_engine import SpecError, leaves, losses, near_paths
 from kiln_engine.optimisers import Leaf, Rule, adjust, rule_from_spec
-from kiln_engine.optimisers.spec import hyper_from_json
+from kiln_engine.optimisers.spec import hyper_from_json, json_names, rule_to_spec
 from kiln_engine.schedules import Schedule
 from kiln_engine.serialise import count_parameters, estimate_bytes, model_from_spec
 
@@ -29,7 +29,7 @@ from ..schemas import DataRef, JobCreate
 from ..settings import Settings
 
 __all__ = ["BINARY_LABEL_LOSSES", "CLASS_LABEL_LOSSES", "LOSSES", "TRAINING_MEMORY_FACTOR",
-           "Checked", "check_control", "check_job"]
+           "Checked", "check_control", "check_job", "initial_state"]
 
 #: Losses a job may name: every loss of kiln_engine.losses that takes (yhat, y).
 LOSSES = tuple(n for n in losses.__all__ if n != "label_smoothing")
@@ -222,7 +222,22 @@ def check_control(kind: str, path: str, hyper: dict[str, Any], paths: list[str],
                            f"{' …' if len(paths) > 20 else ''})")
     if kind == "adjust":
         rule: Rule = rule_from_spec(optimiser, "optimiser")
-        try:  # on a stand-in leaf: the same checks the worker's adjust will make
-            adjust(Leaf(rule, None), **hyper_from_json(hyper))
-        except (ValueError, TypeError) as e:
-            raise InvalidError(["body", "hyper"], str(e).removeprefix("adjust: ")) from None
+        # On a stand-in leaf, the checks the worker's adjust will make: each field alone
+        # first, so that a bad one is named, then all together.
+        for where, fields in [*((["body", "hyper", k], {k: v}) for k, v in hyper.items()),
+                              (["body", "hyper"], hyper)]:
+            try:
+                adjust(Leaf(rule, None), **hyper_from_json(fields))
+            except (ValueError, TypeError) as e:
+                raise InvalidError(where, json_names(str(e).removeprefix("adjust: "))) from None
+
+
+def initial_state(spec: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+    """The optimiser tree a job starts with, as a worker reports it (per parameter path:
+    the rule's spec, not frozen, the fields a schedule drives): what the job's state is
+    until its worker's first report."""
+    parents = {p.rpartition(".")[0] for p in paths if p}
+    rule = rule_to_spec(rule_from_spec(spec["optimiser"], "optimiser"))
+    scheduled = {"eta": ""} if spec.get("schedule") else {}
+    return {p: {"rule": rule, "frozen": False, "scheduled": dict(scheduled)}
+            for p in paths if p and p not in parents}

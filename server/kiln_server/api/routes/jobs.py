@@ -157,9 +157,10 @@ def list_controls(job_id: str, session: SessionDep, user: CurrentUser) -> list[C
 
 @router.get("/{job_id}/state")
 def get_state(job_id: str, session: SessionDep, user: CurrentUser) -> dict[str, Any]:
-    """The live optimiser tree as the worker last reported it (per path: rule, hyper-
-    parameters, frozen); empty before the first report."""
-    return jobs.get(session, user, job_id).state or {}
+    """The live optimiser tree as the worker last reported it (per parameter path: rule,
+    hyper-parameters, frozen, the fields a schedule drives); before the first report, the
+    tree the job starts with."""
+    return jobs.state(session, user, job_id)
 
 
 @router.get("/{job_id}/epochs")
