@@ -22,8 +22,9 @@ timed twice: ``page``, performance.now() in the page at the first animation fram
 the data is drawn, and ``wall``, this process's clock around the navigation and that
 wait (the extra is Playwright's messages). Each page is timed signed in (the token put in
 localStorage before the navigation, as on a return visit) and with the sign-in form
-filled and sent first. ``--busy`` times everything again while a worker trains a job on
-the same cores (a second server with one worker, on a long job).
+filled and sent first. ``--busy`` times everything again while a worker process trains a
+long job on the same cores, for the same server (another user's job, queued before the
+jobs page's jobs, so that the worker started then takes it).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -189,26 +192,42 @@ def _measure(browser, url: str, cases: list[tuple[str, str, str, str, int]], run
                 browser, url, t, w, d, a, s), runs)
 
 
-def _busy_worker() -> LocalServer:
-    """A second server whose worker trains a long job (digits, batch 32) until closed."""
+def _queue_busy_job(server: LocalServer) -> tuple[str, str]:
+    """A long job of a user of its own (digits, batch 32, 100,000 epochs), queued before
+    the jobs page's jobs, so that a worker started later trains it; (its id, the user's
+    token)."""
     from kiln_client import Client
     from sklearn.datasets import load_digits
 
-    busy = LocalServer(workers=1)
     d = load_digits()
-    with Client(busy.url, busy.token("busy")) as kiln:
+    token = server.token("bench-busy")
+    with Client(server.url, token) as kiln:
         ds = kiln.datasets.upload("digits", x=(d.data / 16).astype(np.float32),
                                   y=d.target.astype(np.int64))
-        job = kiln.jobs.submit(model={"type": "Chain", "layers": {
+        return kiln.jobs.submit(model={"type": "Chain", "layers": {
             "enc": {"type": "Dense", "in": 64, "out": 32, "activation": "relu"},
             "dec": {"type": "Dense", "in": 32, "out": 10}}}, optimiser={"rule": "Adam"},
-            loss="logitcrossentropy", train=(ds, "x", "y"), batch_size=32, epochs=100_000)
+            loss="logitcrossentropy", train=(ds, "x", "y"), batch_size=32,
+            epochs=100_000).id, token
+
+
+def _start_worker(server: LocalServer, job_id: str, token: str) -> subprocess.Popen:
+    """A ``kiln-server worker`` process on this server, once it trains ``job_id`` (of the
+    user of ``token``)."""
+    with open(server.root / "worker.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kiln_server", "worker", "--url", server.url,
+             "--token", server.token("bench-busy-worker", worker=True)],
+            env={**os.environ, "KILN_WORKER_CACHE": str(server.root / "cache")},
+            stdout=log, stderr=subprocess.STDOUT)
+    with _client(server.url, token) as owner:
         deadline = time.monotonic() + 60
-        while job.refresh().status != "running":
-            if time.monotonic() > deadline:
-                raise RuntimeError("the busy worker did not start its job in 60 s")
+        while owner.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"the worker did not start; see {server.root}/worker.log")
             time.sleep(0.2)
-    return busy
+    return proc
 
 
 def main() -> None:
@@ -237,6 +256,7 @@ def main() -> None:
             finished, running = (_job_with_history(user, worker, worker_id, args.steps,
                                                    args.epochs, finish)
                                  for finish in (True, False))
+        busy_job = _queue_busy_job(server) if args.busy else None
         submit_queued_jobs(server.url, jobs_token, args.jobs)
         print(f"{args.steps:,} steps and {args.epochs} epochs in a job, {args.jobs:,} jobs "
               f"queued: made in {time.perf_counter() - t:.1f} s")
@@ -250,13 +270,14 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                         args=CHROMIUM_ARGS)
             _measure(browser, server.url, cases, args.runs)
-            if args.busy:
-                busy = _busy_worker()
+            if busy_job:
+                worker_proc = _start_worker(server, *busy_job)
                 try:
-                    print("while a worker trains a job on the same cores:")
+                    print("while a worker trains a job on the same cores (and server):")
                     _measure(browser, server.url, cases, args.runs)
                 finally:
-                    busy.close()
+                    worker_proc.terminate()
+                    worker_proc.wait(30)
             browser.close()
 
 
