@@ -460,6 +460,8 @@ def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, m
                             "files": {"weights": ("w", b"stale", "application/octet-stream")}}),
         ("post", "release", {}),
     ]
+    state = user.get(f"/v1/jobs/{job_id}/state").json()  # the tree the job started with
+    assert "stale" not in state
     for method, path, kw in writes:
         r = getattr(worker, method)(f"/v1/worker/jobs/{job_id}/{path}", headers=stale, **kw)
         assert r.status_code == 409, (path, r.text)
@@ -467,7 +469,7 @@ def test_stale_lease_is_refused_and_the_reaper_requeues(user, worker, claimed, m
     assert (job["status"], job["epoch"], job["has_weights"]) == ("running", 1, False)
     assert [e["train_loss"] for e in user.get(f"/v1/jobs/{job_id}/epochs").json()] == [0.5]
     assert user.get(f"/v1/jobs/{job_id}/steps").json()["losses"] == []
-    assert user.get(f"/v1/jobs/{job_id}/state").json() == {}
+    assert user.get(f"/v1/jobs/{job_id}/state").json() == state
     _finish(second, job_id, fresh)  # not left to lapse into a later test's queue
 
 
