@@ -45,6 +45,17 @@ def _assert_same_as_uninterrupted(client, job_id, job, ds, arrays):
         assert got[path].dtype == w.dtype and np.array_equal(got[path], w), path
 
 
+def _a_second_worker_finishes_it(workers, client, job_id, job, ds, arrays):
+    """A new worker resumes the job from its checkpoint (attempt 2) and lands on the run
+    the engine makes uninterrupted."""
+    workers.start(1)
+    done = finished(client, job_id)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempt"] == 2
+    assert "resuming from the checkpoint" in workers.logs()[1]
+    _assert_same_as_uninterrupted(client, job_id, job, ds, arrays)
+
+
 def test_worker_killed_mid_epoch_another_finishes_the_same_run(e2e_server, make_workers):
     client, _ = new_client(e2e_server)
     arrays = digits_split()
@@ -68,12 +79,7 @@ def test_worker_killed_mid_epoch_another_finishes_the_same_run(e2e_server, make_
     killed_at = get_job(client, job_id)
     assert killed_at["status"] == "running" and killed_at["epoch"] < EPOCHS
 
-    workers.start(1)
-    done = finished(client, job_id)
-    assert done["status"] == "succeeded", done["error"]
-    assert done["attempt"] == 2
-    assert "resuming from the checkpoint" in workers.logs()[1]
-    _assert_same_as_uninterrupted(client, job_id, job, ds, arrays)
+    _a_second_worker_finishes_it(workers, client, job_id, job, ds, arrays)
 
 
 def _two_epochs_in(server, make_workers):
@@ -130,11 +136,6 @@ def test_a_stopped_worker_releases_its_job_and_another_finishes_the_same_run(
         assert released["has_weights"]  # the checkpoint it took on its way out
         assert f"job {job_id}: released at step" in workers.logs()[0]
 
-        workers.start(1)
-        done = finished(client, job_id)
-        assert done["status"] == "succeeded", done["error"]
-        assert done["attempt"] == 2
-        assert "resuming from the checkpoint" in workers.logs()[1]
-        _assert_same_as_uninterrupted(client, job_id, job, ds, arrays)
+        _a_second_worker_finishes_it(workers, client, job_id, job, ds, arrays)
     finally:
         server.stop()
