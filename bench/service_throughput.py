@@ -66,8 +66,6 @@ import logging
 import math
 import os
 import re
-import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -81,6 +79,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from _server import LocalServer
 from _timing import cpu_s, machine
 from kiln_server.schemas import JobCreate
 from kiln_server.settings import Settings
@@ -89,7 +88,6 @@ from kiln_server.worker.client import WorkerClient
 from kiln_server.worker.run import JobRun
 from threadpoolctl import threadpool_limits
 
-ADMIN = "bench-admin-" + secrets.token_hex(16)
 #: Samples, features and classes of the synthetic data set (a noisy linear teacher).
 SAMPLES, FEATURES, CLASSES = 16384, 64, 10
 _APPLIED = re.compile(r"^(\S+ \S+) kiln_server\.worker\.run job \w+: control (\d+) .* applied "
@@ -209,35 +207,19 @@ class Service:
     """A server and one worker process in a temporary directory."""
 
     def __init__(self, root: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "KILN_ADMIN_TOKEN": ADMIN, "PYTHONUNBUFFERED": "1"}
-        self.procs = [subprocess.Popen(
-            [sys.executable, "-m", "kiln_server", "serve", "--port", str(port), "--workers",
-             "0", "--data-dir", str(root / "data")], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)]
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        admin = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN}"})
-        tokens = [admin.post("/v1/tokens", json={"user": u, "worker": w}).json()["token"]
-                  for u, w in (("bench", False), ("bench-worker", True))]
-        self.user = httpx.Client(base_url=self.url, timeout=60,
-                                 headers={"Authorization": f"Bearer {tokens[0]}"})
+        self.server = LocalServer(env={"PYTHONUNBUFFERED": "1"})
+        self.url = self.server.url
+        self.user = httpx.Client(base_url=self.url, timeout=60, headers={
+            "Authorization": f"Bearer {self.server.token('bench')}"})
         self.worker_log = root / "worker.log"
         with open(self.worker_log, "w") as log:
-            self.procs.append(subprocess.Popen(
+            worker = subprocess.Popen(
                 [sys.executable, "-m", "kiln_server", "worker", "--url", self.url, "--token",
-                 tokens[1]], env={**env, "KILN_WORKER_CACHE": str(root / "cache")},
-                stdout=log, stderr=subprocess.STDOUT))
+                 self.server.token("bench-worker", worker=True)],
+                env={**os.environ, "PYTHONUNBUFFERED": "1",
+                     "KILN_WORKER_CACHE": str(root / "cache")},
+                stdout=log, stderr=subprocess.STDOUT)
+        self.procs = [self.server.proc, worker]
 
     def upload(self, arrays: dict[str, np.ndarray]) -> str:
         buf = io.BytesIO()
@@ -266,9 +248,9 @@ class Service:
             time.sleep(LOG_POLL_S)
 
     def close(self) -> None:
-        for p in reversed(self.procs):
-            p.terminate()
-            p.wait(30)
+        self.procs[1].terminate()
+        self.procs[1].wait(30)
+        self.server.close()
 
 
 class _StubServer:
