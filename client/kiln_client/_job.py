@@ -8,7 +8,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from ._base import BACKOFF_MAX_S, STREAM_READ_TIMEOUT_S, BaseClient
+from ._base import STREAM_READ_TIMEOUT_S, BaseClient
 from ._errors import KilnConnectionError, WaitTimeout
 from ._types import FINISHED, Event, parse_time
 
@@ -160,7 +160,7 @@ class StreamFollower:
         if self.failures > STREAM_RECONNECTS:
             raise error or KilnConnectionError(f"the event stream of job {self.job_id} "
                                                f"keeps closing early")
-        delay = min(self.client._retry_delay(self.failures), BACKOFF_MAX_S)
+        delay = self.client._retry_delay(self.failures)  # at most BACKOFF_MAX_S
         if self.deadline is not None:
             delay = min(delay, max(0.0, self.deadline - now))
         log.warning("the event stream of job %s dropped (%s); reopening it in %.1f s",
