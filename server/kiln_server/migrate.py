@@ -10,8 +10,9 @@ from sqlalchemy import Engine
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "upgrade"]
 
-#: The repository's migrations/ directory (the server is installed from the repository).
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+#: The migrations, as package data: in the repository a link to its migrations/, in an
+#: installed (non-editable) server, such as the Docker image's, a copy of them.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config() -> Config:
@@ -20,10 +21,11 @@ def alembic_config() -> Config:
     return cfg
 
 
-def upgrade(engine: Engine) -> None:
-    """Apply every migration not yet applied (a no-op on an up-to-date database)."""
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply every migration up to ``revision`` not yet applied (a no-op on an up-to-date
+    database)."""
     cfg = alembic_config()
     with engine.connect() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
         conn.commit()
