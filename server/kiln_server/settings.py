@@ -23,7 +23,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KILN_", extra="ignore")
 
-    data_dir: Path = Path("kiln-data")
+    data_dir: Path = Field(
+        Path("kiln-data"), description="the SQLite database (kiln.db) and the local blob "
+        "store (blobs/)")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: SQLite at <data_dir>/kiln.db")
     admin_token: str | None = Field(
@@ -33,12 +35,16 @@ class Settings(BaseSettings):
         description="the built web dashboard served at / (index.html and assets/): by "
         "default the package's, where `npm run build` in dashboard/ writes it")
 
-    max_upload_bytes: int = Field(1 << 30, gt=0)
-    max_parameters: int = Field(100_000_000, gt=0)
+    max_upload_bytes: int = Field(
+        1 << 30, gt=0, description="the largest upload: a dataset, a checkpoint, weights")
+    max_parameters: int = Field(100_000_000, gt=0,
+                                description="the most parameters a job's model may have")
     max_model_bytes: int = Field(8 << 30, gt=0, description="estimated training memory")
-    max_batch_size: int = Field(65_536, gt=0)
-    max_epochs: int = Field(100_000, gt=0)
-    max_controls_per_job: int = Field(10_000, gt=0)
+    max_batch_size: int = Field(65_536, gt=0, description="the largest batch_size of a job")
+    max_epochs: int = Field(100_000, gt=0, description="the most epochs a job may ask for")
+    max_controls_per_job: int = Field(
+        10_000, gt=0, description="the most controls (adjust, freeze, thaw, pause, ...) "
+        "one job may be sent")
     max_body_bytes: int = Field(16 << 20, gt=0, description="JSON bodies and state reports")
     lease_s: float = Field(30.0, gt=0, description="a claim's lease; heartbeats renew it")
     heartbeat_interval_s: float = Field(5.0, gt=0, description="told to workers at claim")
@@ -59,9 +65,13 @@ class Settings(BaseSettings):
     claim_wait_max_s: float = Field(
         30.0, ge=0, description="the longest a worker's claim is held while the queue is "
         "empty (a job queued meanwhile is handed out at once)")
-    reaper_interval_s: float = Field(5.0, gt=0)
-    page_size: int = Field(50, gt=0)
-    max_page_size: int = Field(500, gt=0)
+    reaper_interval_s: float = Field(
+        5.0, gt=0, description="how often the server puts the jobs whose lease expired (a "
+        "worker that died) back in the queue")
+    page_size: int = Field(50, gt=0, description="a list's page when the request gives no "
+                           "limit")
+    max_page_size: int = Field(500, gt=0, description="the largest page a list request may "
+                               "ask for")
     max_step_points: int = Field(2000, gt=0, description="steps returned after downsampling")
     events_poll_s: float = Field(
         1.0, gt=0, description="how often a job's event stream re-reads the database when "
