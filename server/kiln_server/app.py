@@ -19,11 +19,10 @@ from fastapi.routing import APIRoute
 
 from . import migrate
 from .api.routes import dashboard, datasets, jobs, system, worker, workers
-from .blobs import BlobStore
 from .db import make_engine, make_sessionmaker, session_scope
 from .errors import install_handlers
 from .openapi import document_specs
-from .services import auth, queue
+from .services import auth, blob_store, queue
 from .settings import Settings
 from .wakeups import Wakeups
 
@@ -80,14 +79,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = make_sessionmaker(engine)
         app.state.read_sessions = make_sessionmaker(engine, read_only=True)
         app.state.endings = anyio.CapacityLimiter(ENDING_THREADS)  # see deps.get_session
-        app.state.blobs = BlobStore(settings.blob_dir)
-        app.state.wakeups.attach(app.state.sessions, asyncio.get_running_loop())
+        # The replicas' shared blob store (services/blob_store.py): a replica whose store
+        # is not the database's refuses to start.
+        app.state.blobs = await run_in_threadpool(blob_store.open_shared, settings,
+                                                  app.state.sessions)
+        await run_in_threadpool(app.state.wakeups.attach, app.state.sessions,
+                                asyncio.get_running_loop(), settings.sqlite_recheck_s)
         reaper = asyncio.create_task(_reaper(app))
         yield
         reaper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reaper
-        app.state.wakeups.detach(app.state.sessions)
+        await run_in_threadpool(app.state.wakeups.detach, app.state.sessions)
         engine.dispose()
 
     # Bodies read into memory (JSON) stop at max_body_bytes with a 413; uploads stream

@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .db import make_sessionmaker, session_scope
@@ -41,23 +42,30 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from .api.routes import dashboard
     from .app import create_app, prepare
-    from .services import auth, queue
+    from .services import auth, blob_store, queue
     from .serving import LocalWorkers, serve
     from .worker import worker_name
 
     settings = _settings(args)
     engine, token = prepare(settings)  # migrate before the workers start
     sessions = make_sessionmaker(engine)
+    try:  # a replica given a blob store of its own stops here, saying why
+        blob_store.open_shared(settings, sessions)
+    except blob_store.BlobStoreStartupError as e:
+        print(f"kiln-server serve: {e}", file=sys.stderr, flush=True)
+        return 1
     url = f"http://{args.host}:{args.port}"
     if token is not None:
         print(f"Kiln admin token (shown once, stored hashed): {token}", flush=True)
     start_workers = local = None
+    app = create_app(settings)
     if args.workers:
         with session_scope(sessions) as session:
             local, secret = auth.create_token(session, LOCAL_WORKER_USER, worker=True)
 
         def requeue(pid: int) -> list[str]:  # the jobs of a local worker that died
-            with session_scope(sessions) as session:
+            # The app's sessions: their commit wakes the claims held for a queued job.
+            with session_scope(app.state.sessions) as session:
                 return queue.requeue_held_by(session, local.id, worker_name(pid))
 
         start_workers = functools.partial(LocalWorkers, url, secret, args.workers,
@@ -71,7 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"Dashboard: not built (no {settings.dashboard_dir / 'index.html'}); build it "
               f"with: {dashboard.BUILD_COMMANDS}", flush=True)
     try:
-        serve(create_app(settings), args.host, args.port, start_workers)
+        serve(app, args.host, args.port, start_workers)
     finally:
         if local is not None:  # its workers are gone; each start makes a new one
             with session_scope(sessions) as session:
@@ -218,4 +226,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = _parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ValidationError as e:  # a KILN_* setting's value (Settings)
+        for err in e.errors(include_url=False):
+            name = "KILN_" + "_".join(map(str, err["loc"])).upper()
+            msg = err["msg"].removeprefix("Value error, ")
+            print(f"kiln-server: {msg if name in msg else f'{name}: {msg}'}", file=sys.stderr)
+        return 2

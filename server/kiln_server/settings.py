@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .blobs.location import parse_location
+
 __all__ = ["Settings", "get_settings"]
 
 #: Tokens a deployment must never run with (copied from examples and docs).
@@ -34,6 +36,26 @@ class Settings(BaseSettings):
         Path(__file__).resolve().parent / "dashboard",
         description="the built web dashboard served at / (index.html and assets/): by "
         "default the package's, where `npm run build` in dashboard/ writes it")
+    blob_store: str | None = Field(
+        None, description="where datasets, checkpoints and weights are kept: unset, the "
+        "directory <data_dir>/blobs; file:///an/absolute/path, a directory (local, or "
+        "shared by every replica); s3://bucket/optional/prefix, a bucket of S3 or of an "
+        "S3-compatible service (see s3_endpoint_url), with credentials from boto3's "
+        "standard chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, an "
+        "instance role). Every replica of one database must use the same store: one whose "
+        "store lacks the mark of the store the database names refuses to start")
+    s3_endpoint_url: str | None = Field(
+        None, description="the S3 service's URL when it is not AWS's (MinIO: "
+        "http://minio:9000); path-style addressing is used then")
+    s3_region: str | None = Field(
+        None, description="the S3 bucket's region; unset, boto3's (AWS_DEFAULT_REGION, a "
+        "profile)")
+    blob_retry_s: float = Field(
+        30.0, gt=0, description="told to workers at claim: how long a worker keeps trying "
+        "to fetch a dataset or checkpoint that the server cannot serve (404: the blob store "
+        "the request reached lacks it; 503: the store is unreachable) before it releases "
+        "the job back to the queue (it fails only once the blob is still missing at its "
+        "fifth claim)")
 
     max_upload_bytes: int = Field(
         1 << 30, gt=0, description="the largest upload: a dataset, a checkpoint, weights")
@@ -58,10 +80,6 @@ class Settings(BaseSettings):
         "each time")
     controls_wait_max_s: float = Field(
         30.0, gt=0, description="the longest a worker's controls long-poll is held open")
-    controls_recheck_s: float = Field(
-        1.0, gt=0, description="how often a held long-poll (a worker's controls, or its "
-        "claim while the queue is empty) re-reads the database: the bound on the extra "
-        "delay of a control posted, or a job queued, through another API replica")
     claim_wait_max_s: float = Field(
         30.0, ge=0, description="the longest a worker's claim is held while the queue is "
         "empty (a job queued meanwhile is handed out at once)")
@@ -73,10 +91,11 @@ class Settings(BaseSettings):
     max_page_size: int = Field(500, gt=0, description="the largest page a list request may "
                                "ask for")
     max_step_points: int = Field(2000, gt=0, description="steps returned after downsampling")
-    events_poll_s: float = Field(
-        1.0, gt=0, description="how often a job's event stream re-reads the database when "
-        "nothing was written for the job through this process (which wakes it at once): the "
-        "bound on the extra delay of what is written through another API replica")
+    sqlite_recheck_s: float = Field(
+        1.0, gt=0, description="on SQLite, how often a held request (a worker's claim or "
+        "controls long-poll, an event stream) re-reads the database: the bound on the delay "
+        "of what another process wrote to the same file. On PostgreSQL, replicas wake each "
+        "other's held requests by LISTEN/NOTIFY, and those read only when woken")
     events_keepalive_s: float = Field(
         15.0, gt=0, description="an SSE stream silent this long sends a comment, so that "
         "proxies keep it open")
@@ -95,14 +114,17 @@ class Settings(BaseSettings):
                              "characters, not a placeholder such as 'changeme'")
         return v
 
+    @field_validator("blob_store")
+    @classmethod
+    def _check_blob_store(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_location(v)  # a ValueError naming KILN_BLOB_STORE
+        return v
+
     @property
     def url(self) -> str:
         """The database URL, defaulting to SQLite in the data directory."""
         return self.database_url or f"sqlite:///{self.data_dir / 'kiln.db'}"
-
-    @property
-    def blob_dir(self) -> Path:
-        return self.data_dir / "blobs"
 
 
 @lru_cache

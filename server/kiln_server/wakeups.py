@@ -15,21 +15,24 @@ without the new row and go back to sleep. A rolled-back transaction rings nothin
 Commits happen on threadpool threads; the bells are asyncio events on the server's
 loop, reached with ``call_soon_threadsafe``.
 
-A bell reaches only the waiters of this process. With several API replicas, a control
-posted (or a job queued) through one replica reaches a long-poll held by another when
-that one next re-reads the database, every ``controls_recheck_s``: with N replicas, that
-interval is the bound on the extra delay (in one process it is the time of a commit and
-a read).
+A bell rung at a commit reaches the waiters of this process. On PostgreSQL the same keys
+travel to the other API replicas by LISTEN/NOTIFY (pg_wakeups.py), so a control posted
+through one replica wakes a long-poll held by another as promptly. SQLite has no such
+channel: there a waiter also re-reads every ``sqlite_recheck_s`` (:meth:`Wakeups.wait`),
+for what another process wrote to the same file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import Iterable
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from .pg_wakeups import Carrier
 
 __all__ = ["QUEUE", "Wakeups", "news", "owner_news", "tell", "tell_owner", "told", "touch"]
 
@@ -88,17 +91,43 @@ class Wakeups:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bells: weakref.WeakValueDictionary[str, asyncio.Event] = \
             weakref.WeakValueDictionary()
+        self._carrier: Carrier | None = None
+        #: The longest a waiter waits before it reads again; None: only when woken.
+        self.recheck_s: float | None = None
         self.closed = False
 
-    def attach(self, sessions: sessionmaker[Session], loop: asyncio.AbstractEventLoop) -> None:
-        """Ring for the commits of ``sessions``' sessions, on ``loop``."""
+    def attach(self, sessions: sessionmaker[Session], loop: asyncio.AbstractEventLoop,
+               sqlite_recheck_s: float) -> None:
+        """Ring for the commits of ``sessions``' sessions, on ``loop``; on PostgreSQL,
+        for the other replicas' commits too (and tell them of these)."""
         self._loop = loop
         event.listen(sessions, "after_commit", self._after_commit)
         event.listen(sessions, "after_rollback", self._forget)
+        engine: Engine = sessions.kw["bind"]
+        if engine.dialect.name != "postgresql":
+            self.recheck_s = sqlite_recheck_s
+            return
+        self._carrier = Carrier(engine.url, self._ring_soon, self._ring_all_soon)
+        # After services/stamps.py's hook (db.py registered it first): it adds the keys
+        # of the owners' jobs streams.
+        event.listen(sessions, "before_commit", self._publish)
+        self._carrier.start()
 
     def detach(self, sessions: sessionmaker[Session]) -> None:
         event.remove(sessions, "after_commit", self._after_commit)
         event.remove(sessions, "after_rollback", self._forget)
+        if self._carrier is not None:
+            event.remove(sessions, "before_commit", self._publish)
+            self._carrier.stop()
+            self._carrier = None
+
+    async def wait(self, bell: asyncio.Event, timeout: float) -> None:
+        """Until ``bell`` rings or ``timeout`` seconds pass (at most ``recheck_s``); the
+        waiter then reads again either way."""
+        if self.recheck_s is not None:
+            timeout = min(timeout, self.recheck_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(bell.wait(), max(timeout, 0.0))
 
     def bell(self, job_id: str) -> asyncio.Event:
         """The job's bell (on the loop's thread), set at the next ring or at close."""
@@ -121,10 +150,25 @@ class Wakeups:
             if bell is not None:
                 bell.set()
 
+    def _ring_soon(self, keys: Iterable[str]) -> None:
+        """Ring ``keys`` from any thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._ring, keys)
+
+    def _ring_all_soon(self) -> None:
+        """Wake every waiter (from any thread): each reads again."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(lambda: self._ring(list(self._bells.keys())))
+
+    def _publish(self, session: Session) -> None:
+        touched = session.info.get(_TOUCHED)
+        if touched and self._carrier is not None:
+            self._carrier.publish(session, touched)
+
     def _after_commit(self, session: Session) -> None:
         touched = session.info.pop(_TOUCHED, None)
-        if touched and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._ring, touched)
+        if touched:
+            self._ring_soon(touched)
 
     @staticmethod
     def _forget(session: Session) -> None:

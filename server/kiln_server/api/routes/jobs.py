@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import math
 import time
@@ -11,11 +9,12 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC
 from typing import Annotated, Any, NamedTuple
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
+from ...blobs import BlobMissingError
 from ...db import session_scope
 from ...errors import InvalidError, NotFoundError
 from ...models import JobStatus
@@ -178,16 +177,19 @@ def get_steps(job_id: str, session: SessionDep, user: CurrentUser, settings: Set
     return jobs.steps(session, user, job_id, cap)
 
 
-@router.get("/{job_id}/weights", response_class=FileResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}})
+@router.get("/{job_id}/weights", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}},
+                       503: {"description": "the blob store is unavailable: try again"}})
 def get_weights(job_id: str, session: SessionDep, user: CurrentUser,
-                blobs: BlobsDep) -> FileResponse:
+                blobs: BlobsDep) -> Response:
     """The job's latest weights (safetensors): final once it has succeeded."""
     job = jobs.get(session, user, job_id)
     if job.weights_sha256 is None:
         raise NotFoundError(f"job {job_id!r} has no weights yet")
-    return FileResponse(blobs.path(job.weights_sha256), media_type="application/octet-stream",
-                        filename=f"{job_id}.safetensors")
+    try:
+        return blobs.response(job.weights_sha256, filename=f"{job_id}.safetensors")
+    except BlobMissingError:
+        raise BlobMissingError(job.weights_sha256, f"job {job_id!r}'s weights") from None
 
 
 _EVENTS_DOC = {200: {"content": {"text/event-stream": {}}},
@@ -260,8 +262,8 @@ async def _stream(request: Request, settings: Settings, bell_key: str,
                   poll: Callable[[], _Polled], max_s: float | None = None
                   ) -> StreamingResponse:
     """Server-sent events of what ``poll`` reads: first at once (a 404 or 422 comes now,
-    not mid-stream), then whenever ``bell_key`` rings, and every ``events_poll_s`` for
-    what another replica wrote; until ``poll`` says it is done, the client leaves, the
+    not mid-stream), then whenever ``bell_key`` rings (on any replica's commit);
+    until ``poll`` says it is done, the client leaves, the
     server shuts down, or ``max_s`` has passed. A ``retry:`` hint first (with the
     ``id:`` of the start, if the first read gave one: a client that reconnects before
     any event resumes from there), a ``: ping`` after ``events_keepalive_s`` of
@@ -286,13 +288,10 @@ async def _stream(request: Request, settings: Settings, bell_key: str,
                 yield ": ping\n\n"
                 quiet_since = time.monotonic()
             if not polled.more:
-                # Woken at once by what this process commits; re-read every
-                # events_poll_s anyway, for what another replica wrote (and in time
-                # for the next ping, and the end).
-                wake = min(time.monotonic() + settings.events_poll_s, ends,
-                           quiet_since + settings.events_keepalive_s)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(bell.wait(), max(wake - time.monotonic(), 0))
+                # Woken by any replica's commit that concerns the stream (wakeups.py);
+                # read again, too, in time for the next ping and for the end.
+                wake = min(ends, quiet_since + settings.events_keepalive_s)
+                await wakeups.wait(bell, wake - time.monotonic())
             if wakeups.closed or await request.is_disconnected():
                 return  # shutting down: the client resumes elsewhere with its last id
             bell = wakeups.bell(bell_key)

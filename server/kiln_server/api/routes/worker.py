@@ -29,6 +29,10 @@ The worker's loop:
   uploaded), continue at ``checkpoint.step``, and re-apply, at the same step, every
   control in ``controls`` that is ``applied`` with ``applied_step`` after the
   checkpoint's step, so a resumed run equals an uninterrupted one.
+- **Blobs**: a blob GET answered 404 (the blob store this server reaches lacks it:
+  another replica's may not) or 503 (the store is unavailable) may succeed later: try
+  again, with back-off, for ``blob_retry_s``, then release the job (it is queued again)
+  rather than fail it.
 - **Progress**: the ``epoch`` and ``step`` of a heartbeat, a checkpoint and a finish
   are the epochs and the global steps *completed* (from the start of the job: a resumed
   run goes on from its checkpoint's), so mid-way through the second epoch, epoch is 1;
@@ -47,8 +51,8 @@ The worker's loop:
   pause or cancel shows in ``action``), or after ``wait_s`` (at most
   ``controls_wait_max_s``) with nothing new; pass the reply's ``seq`` as the next
   ``after``. It renews nothing: the heartbeat stays the lease's renewal and the
-  fallback. A control posted to this server process wakes the poll when it commits; one
-  posted to another replica is seen within ``controls_recheck_s``. A 409 means the lease
+  fallback. A control wakes the poll when it commits, through whichever replica
+  it was posted (on SQLite, another process's within ``sqlite_recheck_s``). A 409 means the lease
   is gone (also when this worker has just finished the job). Apply controls at the next
   step boundary, whichever way they came: ``adjust(opt_state[path],
   **hyper)``, ``freeze(opt_state[path])``, ``thaw(opt_state[path])`` (``path`` '' is the
@@ -83,21 +87,18 @@ validated like the user API (422 naming the field).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ...blobs import BlobStore, Staging
 from ...db import session_scope
-from ...errors import InvalidError, NotFoundError
+from ...errors import InvalidError
 from ...models import Token
 from ...schemas import (
     COUNT_MAX,
@@ -135,6 +136,10 @@ router = APIRouter(prefix="/worker", tags=["worker"], route_class=CommitInHandle
 
 Lease = Annotated[str, Header(alias="Kiln-Lease", description="the claim's lease_token")]
 _LEASE = {409: {"description": "the lease is no longer held; stop working on the job"}}
+_BLOB = {200: {"content": {"application/octet-stream": {}}},
+         404: {"description": "the blob store this server uses lacks the blob: try again "
+                              "(another replica may have it), then release the job"},
+         503: {"description": "the blob store is unavailable: try again"}}
 _BYTES = {"requestBody": {"required": True, "content": {"application/octet-stream": {
     "schema": {"type": "string", "format": "binary"}}}}}
 
@@ -160,8 +165,7 @@ async def claim_job(body: ClaimRequest, request: Request, token: CurrentWorkerTo
         left = deadline - time.monotonic()
         if claimed is not None or left <= 0 or wakeups.closed:
             return claimed or Response(status_code=204)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(bell.wait(), min(left, settings.controls_recheck_s))
+        await wakeups.wait(bell, left)
         if await request.is_disconnected():  # a worker that left gets no job it won't run
             return Response(status_code=204)
 
@@ -182,22 +186,17 @@ def _claim(sessions: sessionmaker[Session], token: Token, worker_id: str,
             job_id=job.id, lease_token=job.lease_token, lease_expires_at=job.lease_expires_at,
             heartbeat_interval_s=settings.heartbeat_interval_s,
             log_interval_s=settings.log_interval_s,
-            checkpoint_interval_s=settings.checkpoint_interval_s, attempt=job.attempt,
+            checkpoint_interval_s=settings.checkpoint_interval_s,
+            blob_retry_s=settings.blob_retry_s, attempt=job.attempt,
             spec=job.spec,
             datasets={i: DatasetPublic.model_validate(d) for i, d in datasets.items()},
             checkpoint=checkpoint, controls=[ControlPublic.model_validate(c) for c in controls])
 
 
-@router.get("/blobs/{sha256}", response_class=FileResponse)
-def get_blob(sha256: str, token: CurrentWorkerToken, blobs: BlobsDep) -> FileResponse:
+@router.get("/blobs/{sha256}", response_class=Response, responses=_BLOB)
+def get_blob(sha256: str, token: CurrentWorkerToken, blobs: BlobsDep) -> Response:
     """A dataset or checkpoint by its sha256."""
-    try:
-        path = blobs.path(sha256)
-    except KeyError:
-        raise NotFoundError(f"no blob {sha256!r}") from None
-    if not path.is_file():
-        raise NotFoundError(f"no blob {sha256!r}")
-    return FileResponse(path, media_type="application/octet-stream")
+    return blobs.response(sha256)
 
 
 @router.post("/jobs/{job_id}/heartbeat", responses=_LEASE)
@@ -229,8 +228,7 @@ async def wait_controls(job_id: str, request: Request, lease: Lease, token: Curr
         left = deadline - time.monotonic()
         if reply.seq > after or left <= 0 or wakeups.closed:
             return reply
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(bell.wait(), min(left, settings.controls_recheck_s))
+        await wakeups.wait(bell, left)
 
 
 @router.post("/jobs/{job_id}/logs", status_code=204, responses=_LEASE)
