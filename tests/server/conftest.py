@@ -25,9 +25,10 @@ import pytest
 
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(16)
 LEASE_S = 1.5
-#: How often a held controls long-poll re-reads the database: long enough that a reply
-#: within a fraction of it can only have come from the in-process wake-up.
-CONTROLS_RECHECK_S = 2.0
+#: How often a held request (a claim, a controls long-poll, an event stream) re-reads an
+#: SQLite database: long enough that a reply within a fraction of it can only have come
+#: from a wake-up.
+SQLITE_RECHECK_S = 2.0
 #: The longest a claim is held on the test server while the queue is empty.
 CLAIM_WAIT_MAX_S = 1.0
 MAX_UPLOAD_BYTES = 2_000_000
@@ -38,6 +39,8 @@ EVENTS_KEEPALIVE_S = 0.5
 #: A user's jobs stream ends after this long (its client reconnects with its last id).
 JOBS_STREAM_MAX_S = 2.0
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+#: The databases the server suite runs against (the ``backend`` fixture).
+BACKENDS = ("sqlite", "postgresql")
 
 
 def free_port() -> int:
@@ -54,14 +57,15 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
+        self.database_url = database_url or f"sqlite:///{data_dir / 'kiln.db'}"
         env = {**os.environ, "PYTHONUNBUFFERED": "1",  # the log is current while it runs
                "KILN_ADMIN_TOKEN": ADMIN_TOKEN, "KILN_LEASE_S": str(LEASE_S),
                "KILN_REAPER_INTERVAL_S": "0.3", "KILN_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
                "KILN_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
-               "KILN_MAX_PARAMETERS": "10000000", "KILN_EVENTS_POLL_S": "0.1",
+               "KILN_MAX_PARAMETERS": "10000000",
                "KILN_EVENTS_KEEPALIVE_S": str(EVENTS_KEEPALIVE_S),
                "KILN_JOBS_STREAM_MAX_S": str(JOBS_STREAM_MAX_S),
-               "KILN_CONTROLS_RECHECK_S": str(CONTROLS_RECHECK_S),
+               "KILN_SQLITE_RECHECK_S": str(SQLITE_RECHECK_S),
                "KILN_CLAIM_WAIT_MAX_S": str(CLAIM_WAIT_MAX_S),
                # Logs soon, checkpoints every few short epochs: a resumed job then
                # trains again, and posts again, epochs its last holder had posted.
@@ -98,11 +102,37 @@ class Server:
         self.log.close()
 
 
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database the servers of a test run on: every test that starts a server (or
+    uses the session's) runs once on each."""
+    return request.param
+
+
+@contextlib.contextmanager
+def database(backend: str) -> Iterator[str | None]:
+    """A new database for a server on ``backend``: None on SQLite (the server's file in
+    its data directory), else a fresh PostgreSQL database's URL, dropped afterwards."""
+    if backend == "sqlite":
+        yield None
+    else:
+        with pg_database() as url:
+            yield url
+
+
+@pytest.fixture
+def database_url(backend: str) -> Iterator[str | None]:
+    """A new database on this test's backend, for the servers it starts itself."""
+    with database(backend) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("kiln-server"))
-    yield srv
-    srv.stop()
+def server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
+    with database(backend) as url:
+        srv = Server(tmp_path_factory.mktemp(f"kiln-server-{backend}"), database_url=url)
+        yield srv
+        srv.stop()
 
 
 @pytest.fixture(scope="session")

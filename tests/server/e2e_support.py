@@ -24,7 +24,7 @@ from kiln_engine.serialise import weights_from_bytes
 from kiln_server.schemas import JobCreate
 from kiln_server.worker.build import build_trainer
 
-from .conftest import ADMIN_TOKEN, Server, mlp_job, npz_bytes, upload
+from .conftest import ADMIN_TOKEN, Server, database, mlp_job, npz_bytes, upload
 
 __all__ = ["Workers", "digits_job", "digits_split", "e2e_server", "epochs", "finished",
            "get_job", "make_workers", "new_client", "reference_run", "submit", "upload_digits",
@@ -57,11 +57,12 @@ def new_client(server: Server, *, worker: bool = False) -> tuple[httpx.Client, s
 
 
 @pytest.fixture(scope="module")
-def e2e_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server of this module's own (SQLite)."""
-    srv = Server(tmp_path_factory.mktemp("e2e-server"))
-    yield srv
-    srv.stop()
+def e2e_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
+    """A server of this module's own, on a database of its own."""
+    with database(backend) as url:
+        srv = Server(tmp_path_factory.mktemp(f"e2e-server-{backend}"), database_url=url)
+        yield srv
+        srv.stop()
 
 
 class Workers:

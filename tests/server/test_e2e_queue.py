@@ -41,16 +41,8 @@ def _twenty_jobs_each_once(server, make_workers):
     assert sorted(claimed) == sorted(ids)  # every job claimed once, by one worker
 
 
-def test_two_workers_twenty_jobs_sqlite(tmp_path, make_workers):
-    server = conftest.Server(tmp_path)
-    try:
-        _twenty_jobs_each_once(server, make_workers)
-    finally:
-        server.stop()
-
-
-def test_two_workers_twenty_jobs_postgresql(tmp_path, make_workers, pg_url):
-    server = conftest.Server(tmp_path, database_url=pg_url)
+def test_two_workers_twenty_jobs(tmp_path, make_workers, database_url):
+    server = conftest.Server(tmp_path, database_url=database_url)
     try:
         _twenty_jobs_each_once(server, make_workers)
     finally:

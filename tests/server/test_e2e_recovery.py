@@ -96,16 +96,17 @@ def _two_epochs_in(server, make_workers):
     return client, job_id, job, ds, arrays, workers
 
 
-def test_server_restarted_mid_job_loses_nothing(tmp_path, make_workers, monkeypatch):
+def test_server_restarted_mid_job_loses_nothing(tmp_path, make_workers, monkeypatch,
+                                                database_url):
     (tmp_path / "data").mkdir()
-    server = conftest.Server(tmp_path / "data")
+    server = conftest.Server(tmp_path / "data", database_url=database_url)
     try:
         client, job_id, job, ds, arrays, workers = _two_epochs_in(server, make_workers)
         server.stop()
         time.sleep(0.5)
         # The same data and the same port: the worker's URL still reaches it.
         monkeypatch.setattr(conftest, "free_port", lambda: server.port)
-        server = conftest.Server(tmp_path / "data")
+        server = conftest.Server(tmp_path / "data", database_url=database_url)
         client = server.client(client.headers["Authorization"].split()[1])
         done = finished(client, job_id)
         assert done["status"] == "succeeded", done["error"]
@@ -116,13 +117,14 @@ def test_server_restarted_mid_job_loses_nothing(tmp_path, make_workers, monkeypa
 
 
 def test_a_stopped_worker_releases_its_job_and_another_finishes_the_same_run(
-        tmp_path, make_workers):
+        tmp_path, make_workers, database_url):
     """SIGTERM: the worker checkpoints and lets go of its job, which is queued at once
     (the lease, a minute here, is not waited for); the next worker resumes it from that
     checkpoint and lands on the uninterrupted run."""
     lease_s = 60.0
-    server = conftest.Server(tmp_path, env={"KILN_LEASE_S": str(lease_s),
-                                            "KILN_CHECKPOINT_INTERVAL_S": "600"})
+    server = conftest.Server(tmp_path, database_url=database_url,
+                             env={"KILN_LEASE_S": str(lease_s),
+                                  "KILN_CHECKPOINT_INTERVAL_S": "600"})
     try:
         client, job_id, job, ds, arrays, workers = _two_epochs_in(server, make_workers)
         (first,) = workers.procs

@@ -12,22 +12,24 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .conftest import ADMIN_TOKEN, Server, mlp_job, npz_bytes, upload
+from .conftest import ADMIN_TOKEN, Server, database, mlp_job, npz_bytes, upload
 from .sse_support import Event, read_events, read_stream
 
 #: The stream's own re-read interval on this module's server: far longer than any wait
 #: below, so an event can only arrive in time if the commit woke the stream.
-EVENTS_POLL_S = 30.0
+RECHECK_S = 30.0
 PROMPT_S = 1.5
 
 
 @pytest.fixture(scope="module")
-def slow_poll_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("events-wakeup"),
-                 env={"KILN_EVENTS_POLL_S": str(EVENTS_POLL_S),
-                      "KILN_JOBS_STREAM_MAX_S": str(EVENTS_POLL_S)})
-    yield srv
-    srv.stop()
+def slow_poll_server(tmp_path_factory: pytest.TempPathFactory, backend: str
+                     ) -> Iterator[Server]:
+    with database(backend) as url:
+        srv = Server(tmp_path_factory.mktemp(f"events-wakeup-{backend}"), database_url=url,
+                     env={"KILN_SQLITE_RECHECK_S": str(RECHECK_S),
+                          "KILN_JOBS_STREAM_MAX_S": str(RECHECK_S)})
+        yield srv
+        srv.stop()
 
 
 def _client(server: Server, *, worker: bool = False) -> httpx.Client:

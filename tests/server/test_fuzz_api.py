@@ -28,7 +28,7 @@ from kiln_server.api.deps import AdminUser
 from kiln_server.app import create_app
 from schemathesis.checks import not_a_server_error
 
-from .conftest import ADMIN_TOKEN, LEASE_S, Server, mlp_job, npz_bytes, upload
+from .conftest import ADMIN_TOKEN, LEASE_S, Server, database, mlp_job, npz_bytes, upload
 from .test_worker_api import _drain, _finish, _register
 
 #: Cases per operation that hypothesis generates (both modes together), besides the
@@ -76,12 +76,13 @@ JOBS_STREAM_MAX_S = 0.2
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """This module's own server, whose jobs streams end soon."""
-    srv = Server(tmp_path_factory.mktemp("fuzz-server"),
-                 env={"KILN_JOBS_STREAM_MAX_S": str(JOBS_STREAM_MAX_S)})
-    yield srv
-    srv.stop()
+    with database(backend) as url:
+        srv = Server(tmp_path_factory.mktemp(f"fuzz-server-{backend}"), database_url=url,
+                     env={"KILN_JOBS_STREAM_MAX_S": str(JOBS_STREAM_MAX_S)})
+        yield srv
+        srv.stop()
 
 
 @pytest.fixture(scope="module")

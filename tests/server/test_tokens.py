@@ -66,10 +66,10 @@ def test_only_an_admin_manages_tokens(admin, user, worker):
     assert error["loc"] == ["body", "admin"] and "worker" in error["msg"]
 
 
-def test_a_lost_admin_token_is_replaced_and_the_last_one_kept(tmp_path):
+def test_a_lost_admin_token_is_replaced_and_the_last_one_kept(tmp_path, database_url):
     """A second admin revokes the first admin's token; the last admin token left cannot
     be revoked (409), and keeps working."""
-    srv = Server(tmp_path)
+    srv = Server(tmp_path, database_url=database_url)
     try:
         with srv.client(ADMIN_TOKEN) as first:
             second = _create(first, admin=True)
