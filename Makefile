@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.kiln-installed
 $(STAMP): engine/pyproject.toml server/pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e "engine[test,demo]" -e server -e client
+	$(PY) -m pip install -q -e "engine[test,demo]" -e "server[test]" -e client
 	touch $(STAMP)
 
 venv: $(STAMP)

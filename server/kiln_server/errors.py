@@ -13,10 +13,13 @@ So a client handles one shape whether pydantic or the engine found the problem.
 paths such as ``model.layers.enc.layers[0].out``) become locations with :func:`loc`.
 A 422 body is always JSON: an ``input`` that came as bytes which are not UTF-8 is echoed
 with the undecodable bytes replaced, never a 500 for failing to encode it.
+A blob the blob store lacks is a 404, and a store that does not answer a 503 (with
+Retry-After): another replica, or a later try, may serve it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 from fastapi import FastAPI, Request
@@ -24,9 +27,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .blobs import TooLargeError
+from .blobs import BlobMissingError, BlobStoreUnavailableError, TooLargeError
 
 __all__ = ["ConflictError", "InvalidError", "NotFoundError", "install_handlers", "loc"]
+
+log = logging.getLogger("kiln_server")
+
+#: Seconds a client is told to wait (Retry-After) before asking an unavailable store again.
+RETRY_AFTER_S = 2
 
 _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
@@ -67,6 +75,17 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(BlobMissingError)
+    async def _blob_missing(_: Request, exc: BlobMissingError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(BlobStoreUnavailableError)
+    async def _blob_store_down(_: Request, exc: BlobStoreUnavailableError) -> JSONResponse:
+        # The store's own words stay in the log: they may name its host and bucket.
+        log.warning("blob store: %s", exc)
+        return JSONResponse({"detail": "the blob store is unavailable; try again shortly"},
+                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(TooLargeError)
     async def _too_large(_: Request, exc: TooLargeError) -> JSONResponse:

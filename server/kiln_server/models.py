@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 __all__ = [
     "ACTIVE",
     "Base",
+    "BlobStoreMark",
     "Control",
     "ControlKind",
     "ControlStatus",
@@ -277,4 +278,15 @@ class StepBatch(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     first_step: Mapped[int] = mapped_column(Integer)  # global step of losses[0], from 1
     losses: Mapped[list[Any]] = mapped_column()  # floats; null for a skipped step
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BlobStoreMark(Base):
+    """The blob store this database's replicas share, named by a random id whose mark the
+    store holds (services/blob_store.py). One row, its id 1."""
+
+    __tablename__ = "blob_store"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    store_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

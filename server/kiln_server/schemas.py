@@ -429,6 +429,9 @@ class ClaimedJob(BaseModel):
     checkpoint_interval_s: float = Field(
         description="checkpoint at an epoch's end once the last checkpoint (or the start) "
                     "is this old")
+    blob_retry_s: float = Field(
+        description="how long to keep trying to fetch a blob that the server cannot serve "
+                    "(404, 503) before releasing the job")
     attempt: int
     spec: dict[str, Any]
     datasets: dict[str, DatasetPublic] = Field(description="by id; fetch blobs by sha256")

@@ -8,7 +8,10 @@ Errors, drawn as the worker handles them::
 
 Connection failures and 5xx answers are retried with backoff (the server may be
 restarting) until ``retry_for_s`` has passed, or the worker is stopping, then raised as
-``ServerUnreachableError``.
+``ServerUnreachableError``. A blob the server cannot send (404: the blob store that
+replica reaches lacks it; 503: the store is unavailable) is asked for again the same way
+for as long as the claim says (``blob_retry_s``), then raised as ``BlobUnavailableError``:
+the worker releases the job, for another try, rather than fail it.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import random
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-__all__ = ["LeaseLostError", "ServerUnreachableError", "WorkerAPIError", "WorkerClient"]
+__all__ = ["BlobUnavailableError", "LeaseLostError", "ServerUnreachableError", "WorkerAPIError",
+           "WorkerClient"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,18 @@ class ServerUnreachableError(RuntimeError):
     """The server did not answer (connection refused, 5xx) for longer than allowed."""
 
 
+class BlobUnavailableError(RuntimeError):
+    """The server could not send a blob (404, 503, no answer) for as long as the worker
+    asked: another replica, or a later claim, may."""
+
+
+class _TryAgainError(Exception):
+    """A try that may succeed later; its message says what went wrong."""
+
+
+_T = TypeVar("_T")
+
+
 def _detail(response: httpx.Response) -> Any:
     try:
         return response.json().get("detail")
@@ -82,28 +99,42 @@ class WorkerClient:
 
     # -------------------------------------------------------------- the request loop
 
+    def _retrying(self, what: str, once: Callable[[], _T], retry_for_s: float,
+                  give_up: type[Exception]) -> _T:
+        """``once()``, tried again with backoff while it raises _TryAgainError, until
+        ``retry_for_s`` has passed or the worker is stopping (then ``give_up``)."""
+        deadline = time.monotonic() + retry_for_s
+        wait = RETRY_FIRST_S
+        while True:
+            try:
+                return once()
+            except _TryAgainError as e:
+                problem = str(e)
+            if time.monotonic() + wait > deadline or self.stop.is_set():
+                raise give_up(f"{what}: {problem}")
+            logger.warning("%s failed (%s); retrying in %.1f s", what, problem, wait)
+            # Jitter, so that the workers of a restarted server do not all call at once.
+            if self.stop.wait(wait * (0.5 + random.random() / 2)):
+                raise give_up(f"{what}: {problem} (shutting down)")
+            wait = min(wait * 2, RETRY_MAX_S)
+
     def _request(self, method: str, path: str, *, lease: str | None = None,
                  retry_for_s: float | None = None, **kwargs: Any) -> httpx.Response:
         """One call, retried on connection errors and 5xx; 409 raises LeaseLostError."""
         headers = {LEASE_HEADER: lease} if lease else {}
-        deadline = time.monotonic() + (self.retry_for_s if retry_for_s is None else retry_for_s)
-        wait = RETRY_FIRST_S
-        while True:
+
+        def once() -> httpx.Response:
             try:
                 response = self.http.request(method, path, headers=headers, **kwargs)
             except httpx.TransportError as e:
-                problem: str = f"{type(e).__name__}: {e}"
-            else:
-                if response.status_code < 500:
-                    break
-                problem = f"HTTP {response.status_code}: {_detail(response)}"
-            if time.monotonic() + wait > deadline or self.stop.is_set():
-                raise ServerUnreachableError(f"{method} {path}: {problem}")
-            logger.warning("%s %s failed (%s); retrying in %.1f s", method, path, problem, wait)
-            # Jitter, so that the workers of a restarted server do not all call at once.
-            if self.stop.wait(wait * (0.5 + random.random() / 2)):
-                raise ServerUnreachableError(f"{method} {path}: {problem} (shutting down)")
-            wait = min(wait * 2, RETRY_MAX_S)
+                raise _TryAgainError(f"{type(e).__name__}: {e}") from e
+            if response.status_code >= 500:
+                raise _TryAgainError(f"HTTP {response.status_code}: {_detail(response)}")
+            return response
+
+        response = self._retrying(f"{method} {path}", once, self.retry_for_s
+                                  if retry_for_s is None else retry_for_s,
+                                  ServerUnreachableError)
         if response.status_code == 409:
             raise LeaseLostError(f"{method} {path}: {_detail(response)}", 409, _detail(response))
         if response.status_code >= 400:
@@ -125,32 +156,42 @@ class WorkerClient:
                           timeout=wait_s + REQUEST_TIMEOUT_S)
         return None if r.status_code == 204 else r.json()
 
-    def fetch_blob(self, sha256: str, cache: Path) -> bytes:
-        """A blob by hash, from the local cache or the server (checked against its hash)."""
+    def fetch_blob(self, sha256: str, cache: Path, retry_for_s: float = 0.0) -> bytes:
+        """A blob by hash, from the local cache or the server (checked against its hash).
+        One the server cannot send now (404, 5xx, no answer, bytes of another hash) is
+        asked for again for ``retry_for_s``; then BlobUnavailableError."""
         dest = cache / sha256[:2] / sha256
-        if dest.is_file():
-            return dest.read_bytes()
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self._retrying(f"GET blob {sha256}", lambda: self._download(sha256, dest),
+                           retry_for_s, BlobUnavailableError)
+        return dest.read_bytes()
+
+    def _download(self, sha256: str, dest: Path) -> None:
+        """One try at fetching the blob into ``dest`` (_TryAgainError if a later one may do)."""
         digest = hashlib.sha256()
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as f, self.http.stream("GET", f"/blobs/{sha256}") as r:
                 if r.status_code >= 400:
                     r.read()
+                    if r.status_code == 404 or r.status_code >= 500:
+                        raise _TryAgainError(f"HTTP {r.status_code}: {_detail(r)}")
                     raise WorkerAPIError(f"GET blob {sha256}: HTTP {r.status_code}: "
                                          f"{_detail(r)}", r.status_code, _detail(r))
                 for chunk in r.iter_bytes(CHUNK_BYTES):
                     digest.update(chunk)
                     f.write(chunk)
             if digest.hexdigest() != sha256:
-                raise WorkerAPIError(f"blob {sha256}: the server sent content whose sha256 is "
-                                     f"{digest.hexdigest()}", 200, None)
+                raise _TryAgainError(f"the server sent content whose sha256 is "
+                                     f"{digest.hexdigest()}")
             # Atomic: a worker sharing the cache sees the whole blob or none of it.
             os.replace(tmp, dest)
+        except httpx.TransportError as e:
+            raise _TryAgainError(f"{type(e).__name__}: {e}") from e
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return dest.read_bytes()
 
     # -------------------------------------------------------------- writes for a job
 

@@ -49,11 +49,17 @@ from kiln_engine.serialise import weights_to_bytes
 from kiln_engine.training import EpochRecord, Trainer
 
 from .build import build_trainer, load_arrays
-from .client import LeaseLostError, ServerUnreachableError, WorkerAPIError, WorkerClient
+from .client import (
+    BlobUnavailableError,
+    LeaseLostError,
+    ServerUnreachableError,
+    WorkerAPIError,
+    WorkerClient,
+)
 from .datasets import LoadedDatasets
 from .failure import describe_failure
 
-__all__ = ["CONTROLS_WAIT_S", "MAX_STEPS_PER_POST", "JobRun", "epoch_row",
+__all__ = ["BLOB_ATTEMPTS", "CONTROLS_WAIT_S", "MAX_STEPS_PER_POST", "JobRun", "epoch_row",
            "heartbeat_interval", "state_tree"]
 
 logger = logging.getLogger(__name__)
@@ -71,6 +77,10 @@ CONTROLS_WAIT_S = 20.0
 CONTROLS_RETRY_S = 1.0
 #: The shortest heartbeat interval, whatever the lease (clocks may disagree a little).
 HEARTBEAT_MIN_INTERVAL_S = 0.1
+#: The claims at which a blob the job needs may be unavailable (each time for the claim's
+#: ``blob_retry_s``: the job is released, for another replica or a later try) before the
+#: job fails for it.
+BLOB_ATTEMPTS = 5
 #: Seconds the training thread waits for the sender to post what is queued at the end
 #: of a job (or before a pause) before it gives up on the job.
 DRAIN_TIMEOUT_S = 120.0
@@ -213,6 +223,7 @@ class JobRun:
         # first: when training started).
         self.log_every = float(claim["log_interval_s"])
         self.checkpoint_every = float(claim["checkpoint_interval_s"])
+        self.blob_retry_s = float(claim.get("blob_retry_s", 0.0))  # 0: one try
         self.losses: list[float | None] = []
         self.losses_from = 0
         self.rows: list[dict[str, Any]] = []
@@ -285,7 +296,8 @@ class JobRun:
 
     def _build(self) -> Trainer:
         def load(ds_id: str, sha256: str) -> dict[str, Any]:
-            return load_arrays(self.client.fetch_blob(sha256, self.cache), f"dataset {ds_id}")
+            return load_arrays(self.client.fetch_blob(sha256, self.cache, self.blob_retry_s),
+                               f"dataset {ds_id}")
 
         arrays = {ds_id: self.datasets.get(ds["sha256"], functools.partial(load, ds_id,
                                                                            ds["sha256"]))
@@ -293,8 +305,8 @@ class JobRun:
         trainer = build_trainer(self.spec, arrays, self.device)
         checkpoint = self.claim.get("checkpoint")
         if checkpoint:
-            checkpoint_from_bytes(trainer, self.client.fetch_blob(checkpoint["sha256"],
-                                                                  self.cache))
+            checkpoint_from_bytes(trainer, self.client.fetch_blob(
+                checkpoint["sha256"], self.cache, self.blob_retry_s))
             logger.info("job %s: resuming from the checkpoint of epoch %s, step %s",
                         self.job_id, checkpoint["epoch"], checkpoint["step"])
         return trainer
@@ -425,9 +437,9 @@ class JobRun:
         logger.info("job %s: finished, %s", self.job_id, status)
 
     def _release(self) -> None:
-        """Shutting down: post what is queued (the checkpoint last), then let go of the
-        job, which the server queues again at once, to resume from that checkpoint. If
-        the server cannot be told, the job waits for its lease to lapse instead."""
+        """Post what is queued (the checkpoint last), then let go of the job, which the
+        server queues again at once, to resume from that checkpoint. If the server cannot
+        be told, the job waits for its lease to lapse instead."""
         if not self.sender.drain():
             raise _AbandonError()
         try:
@@ -436,7 +448,7 @@ class JobRun:
             logger.warning("job %s: could not release it (%s); it is queued again once its "
                            "lease lapses", self.job_id, e)
             return
-        logger.info("job %s: released at step %d for shutdown", self.job_id, self.step)
+        logger.info("job %s: released at step %d", self.job_id, self.step)
 
     # ------------------------------------------------------------------ the loop
 
@@ -498,6 +510,15 @@ class JobRun:
                 status = self._train()
             except _AbandonError:
                 raise
+            except BlobUnavailableError as e:  # another replica, or a later try, may serve it
+                if self.claim["attempt"] < BLOB_ATTEMPTS:
+                    logger.warning("job %s: %s; releasing the job for another try (claim %d of "
+                                   "%d)", self.job_id, e, self.claim["attempt"], BLOB_ATTEMPTS)
+                    self._release()
+                    return "released"
+                self._finish("failed", f"a blob the job needs was unavailable at each of its "
+                             f"{BLOB_ATTEMPTS} claims: {e}")
+                return "failed"
             except Exception as e:  # the job's own failure: report it, with where it happened
                 logger.exception("job %s failed", self.job_id)
                 self._finish("failed", describe_failure(e))
