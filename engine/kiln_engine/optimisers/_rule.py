@@ -6,6 +6,11 @@ as in Optimisers.jl: ``init(x) -> state`` makes the state for one parameter arra
 from ``x``. ``apply`` may update the state's arrays in place but never ``x`` or ``dx``.
 A step of None means "no update this time" (AccumGrad between accumulations).
 
+Complex parameters are stepped as in Optimisers.jl: hyper-parameters are real, and a rule
+that squares the gradient takes its squared modulus (:func:`abs2`). A rule whose formula
+needs an order on the entries (clamping, comparing signs) names why in
+``complex_refusal``, and ``setup`` refuses complex parameters for it.
+
 Every hyper-parameter is checked by name through :data:`CHECKS`, so the constructor,
 ``adjust`` and the JSON specs all refuse the same bad values with the same words. Each
 check carries the JSON Schema of what it accepts, and :data:`DESCRIPTIONS` says what
@@ -22,7 +27,8 @@ import numpy as np
 
 from .._spec import Check, accepts
 
-__all__ = ["CHECKS", "DESCRIPTIONS", "HyperError", "Rule", "cast", "cast_eps"]
+__all__ = ["CHECKS", "DESCRIPTIONS", "HyperError", "Rule", "abs2", "cast", "cast_eps",
+           "is_half"]
 
 
 class HyperError(ValueError):
@@ -170,26 +176,52 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+_HALF = np.dtype(np.float16)
+
+
+def _real_type(x: Any) -> Any:
+    dt = x.dtype
+    return np.finfo(dt).dtype.type if dt.kind == "c" else dt.type
+
+
 def cast(x: Any, v: float) -> Any:
-    """The hyper-parameter ``v`` as a scalar of ``x``'s dtype, so float32 stays float32."""
-    return x.dtype.type(v)
+    """The hyper-parameter ``v`` as a scalar of ``x``'s real dtype, so float32 stays float32
+    (and complex64 takes float32 hyper-parameters)."""
+    return _real_type(x)(v)
 
 
 def cast_eps(x: Any, v: float) -> Any:
-    """An epsilon in ``x``'s dtype that float16 does not round to zero (as Optimisers.jl)."""
-    t = x.dtype.type
-    if x.dtype == np.float16 and v != 0:
+    """An epsilon in ``x``'s real dtype that float16 does not round to zero (as Optimisers.jl)."""
+    t = _real_type(x)
+    if x.dtype == _HALF and v != 0:
         return max(t(1e-7), t(v))
     return t(v)
+
+
+def is_half(x: Any) -> bool:
+    """True for float16 arrays, where a rule may need another order of operations."""
+    return x.dtype == _HALF
+
+
+def abs2(dx: Any) -> Any:
+    """The squared modulus ``conj(dx) * dx`` as a real array (``dx * dx`` for real ``dx``),
+    as Julia's ``abs2``: what rules that square the gradient use."""
+    if dx.dtype.kind == "c":
+        re, im = dx.real, dx.imag
+        return re * re + im * im
+    return dx * dx
 
 
 class Rule:
     """Base of every rule. Subclasses are ``@dataclass(frozen=True, repr=False)``.
 
-    ``fixed`` names fields that decide the state's layout, which ``adjust`` may not change.
+    ``fixed`` names fields that decide the state's layout, which ``adjust`` may not change;
+    ``complex_refusal`` says why a rule cannot step complex arrays, if it cannot.
     """
 
     fixed: ClassVar[frozenset[str]] = frozenset()
+    #: Why the rule cannot step complex arrays, or None where it can.
+    complex_refusal: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -207,6 +239,10 @@ class Rule:
     def hyperparameters(self) -> dict[str, Any]:
         """``{name: value}`` for every hyper-parameter."""
         return {name: getattr(self, name) for name in self.hypernames()}
+
+    def refuses_complex(self) -> str | None:
+        """Why this rule cannot step a complex array (None where it can)."""
+        return self.complex_refusal
 
     def init(self, x: Any) -> Any:
         """The state for parameter array ``x`` (None for a stateless rule)."""

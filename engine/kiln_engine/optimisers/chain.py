@@ -39,6 +39,13 @@ class OptimiserChain(Rule):
     def hyperparameters(self) -> dict[str, Any]:
         return {}
 
+    def refuses_complex(self) -> str | None:
+        for r in self.rules:
+            why = r.refuses_complex()
+            if why is not None:
+                return f"its member {type(r).__name__}: {why}"
+        return None
+
     def init(self, x: Any) -> tuple:
         return tuple(r.init(x) for r in self.rules)
 

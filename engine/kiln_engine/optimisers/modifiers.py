@@ -55,8 +55,12 @@ class SignDecay(Rule):
 class ClipGrad(Rule):
     """``ClipGrad(delta=10.0)``: clamps every gradient entry to [-delta, delta].
 
-    Equal to torch.nn.utils.clip_grad_value_(params, delta).
+    Equal to torch.nn.utils.clip_grad_value_(params, delta). Complex parameters are refused
+    at ``setup``: clamping needs an order (Julia's ``clamp`` and ``torch.clamp`` refuse
+    complex numbers too); ClipNorm bounds a complex gradient by its modulus.
     """
+
+    complex_refusal = "clamping needs ordered entries, which complex numbers lack; use ClipNorm"
 
     delta: float = 10.0
 
@@ -71,8 +75,9 @@ class ClipNorm(Rule):
 
     Per array, as Optimisers.jl: each parameter's gradient is clipped on its own norm,
     whereas torch.nn.utils.clip_grad_norm_ clips all gradients by their joint norm.
-    ``p`` is any number >= 1 or ``math.inf`` (``"inf"`` in JSON). A norm that is inf or nan
-    raises :class:`NonFiniteError` unless ``throw=False``.
+    ``p`` is any number >= 1 or ``math.inf`` (``"inf"`` in JSON), of the entries' moduli
+    for a complex gradient. A norm that is inf or nan raises :class:`NonFiniteError`
+    unless ``throw=False``.
     """
 
     omega: float = 10.0

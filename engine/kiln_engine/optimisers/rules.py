@@ -4,7 +4,15 @@ Each rule holds only its hyper-parameters (checked on construction, cast to the
 parameter's dtype at every step) and follows Optimisers.jl's formula exactly; where
 PyTorch's rule of the same name differs, the docstring says how. ``x`` is the parameter
 array, ``dx`` its gradient; ``apply`` returns the step that ``update`` subtracts from ``x``.
-States hold arrays of ``x``'s dtype, scalars of it (running powers of beta) and ints.
+States hold arrays of ``x``'s dtype, scalars of its real dtype (running powers of beta)
+and ints.
+
+Complex parameters follow Optimisers.jl (Flux issue 1776): a squared gradient is its
+squared modulus ``abs2(dx) = conj(dx) dx``, so Adam's second moment is real and one per
+entry. torch.optim treats a complex entry as two real ones (``view_as_real``), each with
+its own second moment: its Adam, RMSprop, Adagrad, Adadelta, NAdam and RAdam differ on
+complex parameters, and Kiln's rule on the real view ``x.view(float dtype)`` is torch's.
+Rprop refuses complex parameters (it compares signs, which complex numbers lack).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import array_module
-from ._rule import Rule, cast, cast_eps
+from ._rule import Rule, abs2, cast, cast_eps, is_half
 
 __all__ = [
     "AMSGrad", "AdaBelief", "AdaDelta", "AdaGrad", "AdaMax", "Adam", "AdamW", "Descent",
@@ -34,11 +42,11 @@ def _moments(rule: Any, x: Any) -> tuple:
 
 
 def _update_moments(m: Any, v: Any, dx: Any, b1: Any, b2: Any) -> None:
-    """``m = b1 m + (1-b1) dx`` and ``v = b2 v + (1-b2) dx^2``, in place."""
+    """``m = b1 m + (1-b1) dx`` and ``v = b2 v + (1-b2) |dx|^2``, in place."""
     m *= b1
     m += (1 - b1) * dx
     v *= b2
-    v += (1 - b2) * (dx * dx)
+    v += (1 - b2) * abs2(dx)
 
 
 def _adam_step(xp: Any, m: Any, v: Any, scale: Any, bt2: Any, eps: Any) -> Any:
@@ -52,6 +60,14 @@ def _adam_step(xp: Any, m: Any, v: Any, scale: Any, bt2: Any, eps: Any) -> Any:
     step = scale * m
     step /= den
     return step
+
+
+def _adam_unit(xp: Any, m: Any, v: Any, bt1: Any, bt2: Any, eps: Any) -> Any:
+    """``m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps)``: Adam's step at rate 1 in Optimisers.jl's
+    order. In float16 the rate must come last: ``eta / (1-b1^t) * m`` underflows where
+    ``m`` is small (Optimisers.jl's issue 167), and that entry would not move at all.
+    """
+    return m / (1 - bt1) / (xp.sqrt(v / (1 - bt2)) + eps)
 
 
 @dataclass(frozen=True, repr=False)
@@ -117,7 +133,10 @@ class Rprop(Rule):
     ``gamma[1]``) while the gradient keeps its sign, times ``ell[0]`` (at least ``gamma[0]``)
     when it flips, and a flipped gradient is then taken as zero. Steps ``size * sign(dx)``.
     Full-batch; equal to torch.optim.Rprop(lr=eta, etas=ell, step_sizes=gamma).
+    Complex parameters are refused: the rule compares the signs of successive gradients.
     """
+
+    complex_refusal = "it compares the signs of successive gradients, which complex numbers lack"
 
     eta: float = 1e-3
     ell: tuple[float, float] = (0.5, 1.2)
@@ -165,12 +184,12 @@ class RMSProp(Rule):
         eta, rho, eps = cast(x, self.eta), cast(x, self.rho), cast_eps(x, self.epsilon)
         quad, lin = state
         quad *= rho
-        quad += (1 - rho) * (dx * dx)
+        quad += (1 - rho) * abs2(dx)
         var = quad
         if lin is not None:
             lin *= rho
             lin += (1 - rho) * dx
-            var = quad - lin * lin
+            var = quad - abs2(lin)
         return (quad, lin), dx * eta / (xp.sqrt(var) + eps)
 
 
@@ -182,8 +201,9 @@ class Adam(Rule):
     ``m / (1-b1^t) / (sqrt(v / (1-b2^t)) + epsilon) * eta``, as Optimisers.jl and
     torch.optim.Adam. It is evaluated as torch does, with the scalar factors first:
     ``eta/(1-b1^t) * m / (sqrt(v) * (1/sqrt(1-b2^t)) + epsilon)`` (one division per entry
-    instead of three; the same up to rounding). The state is ``(m, v, (b1^t, b2^t))``;
-    after ``adjust(beta=...)`` the powers go on with the new betas.
+    instead of three; the same up to rounding). In float16, where that order underflows,
+    it is Optimisers.jl's. The state is ``(m, v, (b1^t, b2^t))``; after
+    ``adjust(beta=...)`` the powers go on with the new betas.
     """
 
     eta: float = 0.001
@@ -199,7 +219,10 @@ class Adam(Rule):
         b1, b2 = _betas(self, x)
         m, v, (bt1, bt2) = state
         _update_moments(m, v, dx, b1, b2)
-        step = _adam_step(xp, m, v, eta / (1 - bt1), bt2, eps)
+        if is_half(x):
+            step = _adam_unit(xp, m, v, bt1, bt2, eps) * eta
+        else:
+            step = _adam_step(xp, m, v, eta / (1 - bt1), bt2, eps)
         return (m, v, (bt1 * b1, bt2 * b2)), step
 
 
@@ -212,7 +235,9 @@ class AdamW(Rule):
     torch.optim.AdamW(lr=eta, weight_decay=lambda_) (whose default decay is 0.01, here 0).
     With ``couple=False`` the decay is not scaled by the rate: ``eta adam + lambda_ x``,
     as in Loshchilov & Hutter's paper. (``lambda`` is a Python keyword, hence ``lambda_``.)
-    ``adam`` is evaluated as in :class:`Adam`, with the scalar factors first.
+    ``adam`` is evaluated as in :class:`Adam`: scalar factors first, but in Optimisers.jl's
+    order in float16, where epsilon is also kept from rounding to zero as in every other
+    rule (Optimisers.jl's AdamW lets it round to zero there, and divides by zero).
     """
 
     eta: float = 0.001
@@ -226,11 +251,14 @@ class AdamW(Rule):
 
     def apply(self, state: tuple, x: Any, dx: Any) -> tuple[tuple, Any]:
         xp = array_module(x)
-        eta, lam, eps = cast(x, self.eta), cast(x, self.lambda_), cast(x, self.epsilon)
+        eta, lam, eps = cast(x, self.eta), cast(x, self.lambda_), cast_eps(x, self.epsilon)
         b1, b2 = _betas(self, x)
         m, v, (bt1, bt2) = state
         _update_moments(m, v, dx, b1, b2)
-        adam = _adam_step(xp, m, v, 1 / (1 - bt1), bt2, eps)
+        if is_half(x):
+            adam = _adam_unit(xp, m, v, bt1, bt2, eps)
+        else:
+            adam = _adam_step(xp, m, v, 1 / (1 - bt1), bt2, eps)
         step = eta * (adam + lam * x) if self.couple else eta * adam + lam * x
         return (m, v, (bt1 * b1, bt2 * b2)), step
 
@@ -262,7 +290,7 @@ class RAdam(Rule):
         rho = rho_inf - 2 * t * bt2 / (1 - bt2)
         if rho > 4:
             r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-            step = m / (1 - bt1) / (xp.sqrt(v / (1 - bt2)) + eps) * eta * r
+            step = _adam_unit(xp, m, v, bt1, bt2, eps) * eta * r
         else:
             step = m / (1 - bt1) * eta
         return (m, v, (bt1 * b1, bt2 * b2), t + 1), step
@@ -338,7 +366,7 @@ class AdaGrad(Rule):
     def apply(self, state: Any, x: Any, dx: Any) -> tuple[Any, Any]:
         xp = array_module(x)
         eta, eps = cast(x, self.eta), cast_eps(x, self.epsilon)
-        state += dx * dx
+        state += abs2(dx)
         return state, dx * eta / (xp.sqrt(state) + eps)
 
 
@@ -363,10 +391,10 @@ class AdaDelta(Rule):
         rho, eps = cast(x, self.rho), cast_eps(x, self.epsilon)
         acc, dacc = state
         acc *= rho
-        acc += (1 - rho) * (dx * dx)
+        acc += (1 - rho) * abs2(dx)
         step = dx * xp.sqrt(dacc + eps) / xp.sqrt(acc + eps)
         dacc *= rho
-        dacc += (1 - rho) * (step * step)
+        dacc += (1 - rho) * abs2(step)
         return (acc, dacc), step
 
 
@@ -449,7 +477,7 @@ class AdaBelief(Rule):
         m += (1 - b1) * dx
         diff = dx - m
         s *= b2
-        s += (1 - b2) * (diff * diff)
+        s += (1 - b2) * abs2(diff)
         s += eps
         step = eta * m / (1 - bt1) / (xp.sqrt(s / (1 - bt2)) + eps)
         return (m, s, (bt1 * b1, bt2 * b2)), step
