@@ -19,8 +19,8 @@ from typing import Any
 
 from ._spec import SpecError, check_keys, get_int, join
 from ._tree import PathError, children, getpath
-from .optimisers import OptimiserChain, StateTree, adjust, freeze, thaw
-from .optimisers.interface import Leaf, leaves_of
+from .optimisers import StateTree, adjust, freeze, thaw
+from .optimisers.interface import Leaf, hyper_of, leaves_of
 from .schedules import ReduceOnPlateau, Schedule
 
 __all__ = ["Binding", "Controls", "hyper_value"]
@@ -29,13 +29,7 @@ __all__ = ["Binding", "Controls", "hyper_value"]
 def hyper_value(rule: Any, name: str) -> Any:
     """The value of hyper-parameter ``name`` in ``rule`` (the first chain member that has
     it), or None when no member has it."""
-    if isinstance(rule, OptimiserChain):
-        for member in rule.rules:
-            v = hyper_value(member, name)
-            if v is not None:
-                return v
-        return None
-    return getattr(rule, name, None) if name in rule.hypernames() else None
+    return hyper_of(rule).get(name)
 
 
 @dataclass(eq=False)

@@ -7,14 +7,16 @@
     freeze(opt_state.layers.enc); thaw(opt_state)
 
 A rule holds only hyper-parameters (``init(x) -> state``, ``apply(state, x, dx) ->
-(state, step)``); the state tree holds a mutable :class:`Leaf` per parameter array.
+(state, step)``); the state tree holds a mutable :class:`Leaf` per parameter array
+(one for an array and its views); ``describe_state(opt_state)`` lists them. Where Kiln
+differs from Optimisers.jl on purpose, and why: engine/README.md.
 """
 
 from ._rule import Rule
 from .adjust import adjust, freeze, thaw
 from .chain import OptimiserChain
 from .destructure import Restructure, destructure, trainables
-from .interface import Leaf, StateTree, leaves_of, setup, update
+from .interface import Leaf, LeafInfo, StateTree, describe_state, leaves_of, setup, update
 from .modifiers import AccumGrad, ClipGrad, ClipNorm, NonFiniteError, SignDecay, WeightDecay
 from .rules import (
     AdaBelief,
@@ -51,6 +53,7 @@ __all__ = [
     "ClipNorm",
     "Descent",
     "Leaf",
+    "LeafInfo",
     "Lion",
     "Momentum",
     "NAdam",
@@ -67,6 +70,7 @@ __all__ = [
     "StateTree",
     "WeightDecay",
     "adjust",
+    "describe_state",
     "destructure",
     "export_state",
     "freeze",

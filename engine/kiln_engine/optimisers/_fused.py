@@ -14,7 +14,10 @@ No flat buffers are needed: a kernel call costs about a microsecond, so leaves n
 gathering, and freeze, adjust and None gradients act per leaf as on the reference path.
 Threads come from Python's ThreadPoolExecutor, not numba's OpenMP layer, whose spinning
 workers slowed the BLAS calls of the next forward pass. Without numba, or for other
-rules, dtypes, devices or non-contiguous arrays, the reference path runs.
+rules, dtypes (float16 and complex arrays among them: their order of operations and
+squared moduli are the rules' own), devices or non-contiguous arrays, the reference path
+runs; so does a leaf shared by copies (arrays at its paths that share no memory), which
+needs the step itself.
 """
 
 from __future__ import annotations
@@ -49,20 +52,25 @@ _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
 
 
-def step_leaf(leaf: Any, x: Any, g: Any) -> None:
-    """One leaf's step by its rule: ``x -= apply(state, x, g)``, the state replaced."""
+def step_leaf(leaf: Any, x: Any, g: Any, copies: Any = ()) -> None:
+    """One leaf's step by its rule: ``x -= apply(state, x, g)``, the state replaced; the
+    same step is subtracted from each of ``copies``."""
     if g.dtype != x.dtype:
         g = g.astype(x.dtype)
     leaf.state, dx = leaf.rule.apply(leaf.state, x, g)
     if dx is not None:
+        for c in copies:
+            c -= dx
         x -= dx
 
 
 def step_all(entries: list[list]) -> None:
-    """Step every ``[leaf, x, g, path]`` collected by ``update``."""
-    for leaf, x, g, path in entries:
+    """Step every ``[leaf, x, g, path, copies]`` collected by ``update``."""
+    for leaf, x, g, path, copies in entries:
         try:
-            if not (enabled and _step_fused(leaf, x, g)):
+            if copies:
+                step_leaf(leaf, x, g, copies)
+            elif not (enabled and _step_fused(leaf, x, g)):
                 step_leaf(leaf, x, g)
         except NonFiniteError as e:
             e.path = path
@@ -164,12 +172,11 @@ if njit is not None:
             return False
         t = x.dtype.type
         b1, b2 = cast(x, r.beta[0]), cast(x, r.beta[1])
-        eta = cast(x, r.eta)
-        if isinstance(r, AdamW):  # AdamW's epsilon is not floored for float16, as its apply
-            eps, lam, mode, scale = (cast(x, r.epsilon), cast(x, r.lambda_),
-                                     t(1 if r.couple else 2), t(1 / (1 - bt1)))
+        eta, eps = cast(x, r.eta), cast_eps(x, r.epsilon)
+        if isinstance(r, AdamW):
+            lam, mode, scale = cast(x, r.lambda_), t(1 if r.couple else 2), t(1 / (1 - bt1))
         else:
-            eps, lam, mode, scale = cast_eps(x, r.epsilon), t(0), t(0), t(eta / (1 - bt1))
+            lam, mode, scale = t(0), t(0), t(eta / (1 - bt1))
         k = (b1, b2, t(1 - b1), t(1 - b2), scale, t(1 / np.sqrt(1 - bt2)), eps, eta, lam, mode)
         _launch(_adam, (x, g, mf, vf), k)
         leaf.state = (m, v, (t(bt1 * b1), t(bt2 * b2)))

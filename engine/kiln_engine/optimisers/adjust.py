@@ -13,7 +13,7 @@ from typing import Any
 
 from ._rule import Rule
 from .chain import OptimiserChain
-from .interface import Leaf, StateTree, leaves_of
+from .interface import Leaf, StateTree, leaf_paths
 
 __all__ = ["adjust", "freeze", "thaw"]
 
@@ -23,10 +23,7 @@ def _unique_leaves(tree: Any, fn: str) -> list[Leaf]:
         raise TypeError(f"{fn}() must be given the optimiser state from setup(), or a part of "
                         f"it such as opt_state.layers.enc, not the model; got "
                         f"{type(tree).__name__}")
-    seen: dict[int, Leaf] = {}
-    for _, leaf in leaves_of(tree):
-        seen.setdefault(id(leaf), leaf)
-    return list(seen.values())
+    return [leaf for leaf, _ in leaf_paths(tree)]
 
 
 def _names(rule: Rule) -> set[str]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .._backend import device_of, to_device
 from .._tree import children, is_array
-from .interface import Leaf, StateTree, leaves_of, setup
+from .interface import Leaf, StateTree, _refuse_complex, leaf_paths, parameter_of, setup
 from .rules import Descent
 from .spec import rule_from_spec, rule_to_spec
 
@@ -85,22 +85,6 @@ def _decode(skel: Any, arrays: dict[str, Any], where: str) -> Any:
     return skel
 
 
-def _param_layout(model: Any) -> dict[str, Any]:
-    """``{leaf path: parameter}`` for every path where setup() would put a leaf."""
-    params: dict[str, Any] = {}
-
-    def walk(t: Any, x: Any, path: str) -> None:
-        if isinstance(t, Leaf):
-            params[path] = x
-            return
-        xs = dict(children(x))
-        for k, c in children(t):
-            walk(c, xs[k], f"{path}.{k}" if path else k)
-
-    walk(setup(Descent(), model), model, "")
-    return params
-
-
 def _fit(s: Any, x: Any, path: str) -> Any:
     """A leaf's state checked against its parameter ``x`` and moved to ``x``'s device."""
     if isinstance(s, tuple):
@@ -115,23 +99,24 @@ def _fit(s: Any, x: Any, path: str) -> Any:
 
 
 def _check_against(model: Any, tree: Any) -> None:
-    """The tree has a leaf exactly where setup(model) would, tied where the model ties."""
-    params = _param_layout(model)
-    at = dict(leaves_of(tree))
-    extra, missing = sorted(set(at) - set(params)), sorted(set(params) - set(at))
+    """The tree has a leaf exactly where setup(model) would, one leaf where the model ties
+    arrays (the same array, or views of one); each leaf's state fits the array it steps."""
+    want = [tuple(paths) for _, paths in leaf_paths(setup(Descent(), model))]
+    have = leaf_paths(tree)
+    at = {p for _, paths in have for p in paths}
+    params = {p for paths in want for p in paths}
+    extra, missing = sorted(at - params), sorted(params - at)
     if extra or missing:
         raise ValueError(f"restore_state: the state does not fit the model: leaves at "
                          f"{extra} have no parameter, parameters at {missing} have no leaf; "
                          f"was the checkpoint taken from another model?")
-    pairs = {(id(params[p]), id(at[p])) for p in at}
-    if len(pairs) != len({a for a, _ in pairs}) or len(pairs) != len({b for _, b in pairs}):
+    if set(want) != {tuple(paths) for _, paths in have}:
         raise ValueError("restore_state: the state's tied leaves differ from the model's tied "
                          "arrays")
-    done: set[int] = set()
-    for path, leaf in at.items():
-        if id(leaf) not in done:
-            done.add(id(leaf))
-            leaf.state = _fit(leaf.state, params[path], path)
+    for leaf, paths in have:
+        path, x = parameter_of(model, paths)
+        _refuse_complex("restore_state", leaf.rule, x, path)
+        leaf.state = _fit(leaf.state, x, path)
 
 
 def restore_state(arrays: dict[str, Any], meta: dict[str, Any], *, model: Any = None) -> Any:
