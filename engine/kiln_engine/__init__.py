@@ -11,7 +11,7 @@ from ._grad import GradientError, gradient, withgradient
 from ._malloc import keep_freed_memory
 from ._onehot import onecold, onehot
 from ._spec import SpecError
-from ._tree import Layers, PathError, Tangent, getpath, leaves, near_paths, params, paths
+from ._tree import Layers, PathError, Tangent, fmap, getpath, leaves, near_paths, params, paths
 from .activations import (
     celu,
     elu,
@@ -74,6 +74,7 @@ from .optimisers import (
     ClipGrad,
     ClipNorm,
     Descent,
+    LeafInfo,
     Lion,
     Momentum,
     NAdam,
@@ -86,6 +87,7 @@ from .optimisers import (
     SignDecay,
     WeightDecay,
     adjust,
+    describe_state,
     destructure,
     freeze,
     setup,
@@ -166,6 +168,7 @@ __all__ = [
     "Layer",
     "LayerNorm",
     "Layers",
+    "LeafInfo",
     "Lion",
     "MaxPool",
     "MeanPool",
@@ -208,9 +211,11 @@ __all__ = [
     "celu",
     "concat",
     "cpu",
+    "describe_state",
     "destructure",
     "early_stopping",
     "elu",
+    "fmap",
     "freeze",
     "gelu",
     "getpath",

@@ -25,6 +25,7 @@ __all__ = [
     "PathError",
     "Tangent",
     "children",
+    "fmap",
     "getpath",
     "is_array",
     "is_tree",
@@ -160,7 +161,9 @@ class Tangent(Node):
         return Tangent(self._kind, {**self._fields, **new})
 
     def __getattr__(self, name: str) -> Any:
-        fields = self.__dict__["_fields"]
+        fields = self.__dict__.get("_fields")
+        if fields is None:  # copy and pickle look up methods on an instance not yet filled
+            raise AttributeError(name)
         if name in fields:
             return fields[name]
         raise AttributeError(
@@ -259,6 +262,47 @@ def map_arrays(fn: Callable[[Any], Any], tree: Any, *, trainable: bool = True) -
         return _rebuild(node, {k: go(c) for k, c in kids if k not in skip})
 
     return go(tree)
+
+
+def fmap(f: Callable[..., Any], model: Any, *trees: Any) -> Any:
+    """Functors' ``fmap``: ``f(x, *ys)`` at every array ``x`` of ``model``, where ``ys`` are
+    what ``trees`` hold at ``x``'s path; a copy of ``model`` holding what ``f`` returned.
+
+    The Flux guide's manual update, with ``grads = gradient(loss, model)[0]``::
+
+        fmap(lambda p, g: np.subtract(p, eta * g, out=p), model, grads)
+
+    Where a tree holds None or nothing at a path (no gradient flowed there), the arrays
+    below it are kept as they are and ``f`` is not called. A state tree from ``setup``
+    may be one of ``trees``: ``f`` then gets the :class:`Leaf` at each array.
+    ``f`` is called once per distinct ``(x, *ys)`` (by identity): a tied array with one
+    gradient per place it is used gets a call for each, but one call, its result shared,
+    when ``trees`` hold the same at both places (or there are none).
+    """
+    cache: dict[tuple[int, ...], Any] = {}
+
+    def go(node: Any, ys: list[Any], path: str) -> Any:
+        if is_array(node):
+            key = (id(node), *map(id, ys))
+            if key not in cache:
+                cache[key] = f(node, *ys)
+            return cache[key]
+        kids = children(node)
+        if not kids:
+            return node
+        for y in ys:
+            if is_array(y):
+                raise ValueError(f"fmap: a tree holds an array at {path or 'the root'!r}, "
+                                 f"where the model has a {type(node).__name__}")
+        subs = [dict(children(y)) for y in ys]
+        new = {}
+        for key, child in kids:
+            below = [sub.get(key) for sub in subs]
+            if all(b is not None for b in below):
+                new[key] = go(child, below, f"{path}.{key}" if path else key)
+        return _rebuild(node, new)
+
+    return go(model, list(trees), "")
 
 
 def paths(tree: Any, *, prefix: str = "") -> list[str]:
