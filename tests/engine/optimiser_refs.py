@@ -3,12 +3,22 @@
 Each ``ref_<rule>(rule)`` returns a stepper ``step(rule, x, g) -> update`` holding its own
 state; ``rule`` is passed at every call so a test can change hyper-parameters mid-run.
 An update of None means "no step" (AccumGrad between accumulations). These are written
-from the papers' / Optimisers.jl's equations, not from Kiln's code.
+from the papers' / Optimisers.jl's equations, not from Kiln's code. A squared gradient is
+its squared modulus (``abs2``, as Optimisers.jl), so the same formulas hold for complex
+arrays.
+
+The ``jl_<rule>`` steppers further down are Optimisers.jl's ``apply!`` op for op, in the
+array's own dtype: in float16 the order of the operations decides what underflows.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def abs2(g):
+    """|g|^2, real: Julia's abs2."""
+    return (g * np.conj(g)).real
 
 
 def ref_descent(r0):
@@ -52,10 +62,10 @@ def ref_rmsprop(r0):
     s = {"q": 0.0, "l": 0.0}
 
     def step(r, x, g):
-        s["q"] = r.rho * s["q"] + (1 - r.rho) * g ** 2
+        s["q"] = r.rho * s["q"] + (1 - r.rho) * abs2(g)
         if r.centred:
             s["l"] = r.rho * s["l"] + (1 - r.rho) * g
-        return r.eta * g / (np.sqrt(s["q"] - s["l"] ** 2) + r.epsilon)
+        return r.eta * g / (np.sqrt(s["q"] - abs2(s["l"])) + r.epsilon)
     return step
 
 
@@ -66,7 +76,7 @@ def _adam_core():
         b1, b2 = r.beta
         s["t"] += 1
         s["m"] = b1 * s["m"] + (1 - b1) * g
-        s["v"] = b2 * s["v"] + (1 - b2) * g ** 2
+        s["v"] = b2 * s["v"] + (1 - b2) * abs2(g)
         t = s["t"]
         return s["m"], s["v"], t, s["m"] / (1 - b1 ** t), s["v"] / (1 - b2 ** t)
     return moments
@@ -135,7 +145,7 @@ def ref_adagrad(r0):
     s = {"acc": r0.epsilon}
 
     def step(r, x, g):
-        s["acc"] = s["acc"] + g ** 2
+        s["acc"] = s["acc"] + abs2(g)
         return r.eta * g / (np.sqrt(s["acc"]) + r.epsilon)
     return step
 
@@ -144,9 +154,9 @@ def ref_adadelta(r0):
     s = {"acc": 0.0, "dacc": 0.0}
 
     def step(r, x, g):
-        s["acc"] = r.rho * s["acc"] + (1 - r.rho) * g ** 2
+        s["acc"] = r.rho * s["acc"] + (1 - r.rho) * abs2(g)
         out = g * np.sqrt(s["dacc"] + r.epsilon) / np.sqrt(s["acc"] + r.epsilon)
-        s["dacc"] = r.rho * s["dacc"] + (1 - r.rho) * out ** 2
+        s["dacc"] = r.rho * s["dacc"] + (1 - r.rho) * abs2(out)
         return out
     return step
 
@@ -157,7 +167,7 @@ def ref_amsgrad(r0):
     def step(r, x, g):
         b1, b2 = r.beta
         s["m"] = b1 * s["m"] + (1 - b1) * g
-        s["v"] = b2 * s["v"] + (1 - b2) * g ** 2
+        s["v"] = b2 * s["v"] + (1 - b2) * abs2(g)
         s["vhat"] = np.maximum(s["vhat"], s["v"])
         return r.eta * s["m"] / (np.sqrt(s["vhat"]) + r.epsilon)
     return step
@@ -181,7 +191,7 @@ def ref_adabelief(r0):
         b1, b2 = r.beta
         s["t"] += 1
         s["m"] = b1 * s["m"] + (1 - b1) * g
-        s["s"] = b2 * s["s"] + (1 - b2) * (g - s["m"]) ** 2 + r.epsilon
+        s["s"] = b2 * s["s"] + (1 - b2) * abs2(g - s["m"]) + r.epsilon
         t = s["t"]
         return r.eta * s["m"] / (1 - b1 ** t) / (np.sqrt(s["s"] / (1 - b2 ** t)) + r.epsilon)
     return step
@@ -244,3 +254,193 @@ def ref_chain(*refs):
             return g
         return step
     return make
+
+
+# Optimisers.jl's apply!, op for op, with every scalar in the array's dtype (Julia's T(...)).
+# Epsilon is floored in float16 as its _eps does; AdamW's too (Kiln's choice: engine/README).
+
+
+def _eps(x, e):
+    t = x.dtype.type
+    return max(t(1e-7), t(e)) if x.dtype == np.float16 and e != 0 else t(e)
+
+
+def _jl_moments(r, x):
+    t = x.dtype.type
+    return {"m": np.zeros_like(x), "v": np.zeros_like(x), "bt": (t(r.beta[0]), t(r.beta[1]))}
+
+
+def _jl_update(s, r, g):
+    t = g.dtype.type
+    b1, b2 = t(r.beta[0]), t(r.beta[1])
+    s["m"] = b1 * s["m"] + (1 - b1) * g
+    s["v"] = b2 * s["v"] + (1 - b2) * abs2(g).astype(g.dtype)
+    return b1, b2
+
+
+def _jl_advance(s, b1, b2):
+    s["bt"] = (s["bt"][0] * b1, s["bt"][1] * b2)
+
+
+def jl_rmsprop(r0):
+    s = {}
+
+    def step(r, x, g):
+        t = x.dtype.type
+        eta, rho, eps = t(r.eta), t(r.rho), _eps(x, r.epsilon)
+        q, lin = s.get("q", np.zeros_like(x)), s.get("l", np.zeros_like(x))
+        s["q"] = rho * q + (1 - rho) * abs2(g).astype(x.dtype)
+        if r.centred:
+            s["l"] = rho * lin + (1 - rho) * g
+        return g * eta / (np.sqrt(s["q"] - abs2(s.get("l", t(0))).astype(x.dtype)) + eps)
+    return step
+
+
+def jl_adam(r0):
+    s = {}
+
+    def step(r, x, g):
+        s.update(s or _jl_moments(r0, x))
+        t = x.dtype.type
+        b1, b2 = _jl_update(s, r, g)
+        (bt1, bt2), eps = s["bt"], _eps(x, r.epsilon)
+        out = s["m"] / (1 - bt1) / (np.sqrt(s["v"] / (1 - bt2)) + eps) * t(r.eta)
+        _jl_advance(s, b1, b2)
+        return out
+    return step
+
+
+def jl_adamw(r0):
+    s = {}
+
+    def step(r, x, g):
+        s.update(s or _jl_moments(r0, x))
+        t = x.dtype.type
+        eta, lam = t(r.eta), t(r.lambda_)
+        b1, b2 = _jl_update(s, r, g)
+        (bt1, bt2), eps = s["bt"], _eps(x, r.epsilon)
+        adam = s["m"] / (1 - bt1) / (np.sqrt(s["v"] / (1 - bt2)) + eps)
+        _jl_advance(s, b1, b2)
+        return eta * (adam + lam * x) if r.couple else eta * adam + lam * x
+    return step
+
+
+def jl_radam(r0):
+    s = {}
+
+    def step(r, x, g):
+        s.update(s or {**_jl_moments(r0, x), "t": 1})
+        t = x.dtype.type
+        b1, b2 = _jl_update(s, r, g)
+        (bt1, bt2), eps, eta = s["bt"], _eps(x, r.epsilon), t(r.eta)
+        rho_inf = 2 / (1 - b2) - 1
+        rho = rho_inf - 2 * s["t"] * bt2 / (1 - bt2)
+        if rho > 4:
+            rect = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            out = s["m"] / (1 - bt1) / (np.sqrt(s["v"] / (1 - bt2)) + eps) * eta * rect
+        else:
+            out = s["m"] / (1 - bt1) * eta
+        _jl_advance(s, b1, b2)
+        s["t"] += 1
+        return out
+    return step
+
+
+def jl_adamax(r0):
+    s = {}
+
+    def step(r, x, g):
+        s.update(s or _jl_moments(r0, x))
+        t = x.dtype.type
+        b1, b2 = t(r.beta[0]), t(r.beta[1])
+        s["m"] = b1 * s["m"] + (1 - b1) * g
+        s["v"] = np.maximum(b2 * s["v"], np.abs(g))
+        out = (t(r.eta) / (1 - s["bt"][0])) * s["m"] / (s["v"] + _eps(x, r.epsilon))
+        _jl_advance(s, b1, b2)
+        return out
+    return step
+
+
+def jl_oadam(r0):
+    s = {}
+
+    def step(r, x, g):
+        s.update(s or {**_jl_moments(r0, x), "term": np.zeros_like(x)})
+        t = x.dtype.type
+        b1, b2 = _jl_update(s, r, g)
+        (bt1, bt2), eps = s["bt"], _eps(x, r.epsilon)
+        prev = s["term"]
+        s["term"] = t(r.eta) * s["m"] / (1 - bt1) / (np.sqrt(s["v"] / (1 - bt2)) + eps)
+        _jl_advance(s, b1, b2)
+        return 2 * s["term"] - prev
+    return step
+
+
+def jl_adagrad(r0):
+    s = {}
+
+    def step(r, x, g):
+        t = x.dtype.type
+        acc = s.get("acc", np.full_like(x, t(r0.epsilon)))
+        s["acc"] = acc + abs2(g).astype(x.dtype)
+        return g * t(r.eta) / (np.sqrt(s["acc"]) + _eps(x, r.epsilon))
+    return step
+
+
+def jl_adadelta(r0):
+    s = {}
+
+    def step(r, x, g):
+        t = x.dtype.type
+        rho, eps = t(r.rho), _eps(x, r.epsilon)
+        acc, dacc = s.get("acc", np.zeros_like(x)), s.get("dacc", np.zeros_like(x))
+        s["acc"] = rho * acc + (1 - rho) * abs2(g).astype(x.dtype)
+        out = g * np.sqrt(dacc + eps) / np.sqrt(s["acc"] + eps)
+        s["dacc"] = rho * dacc + (1 - rho) * abs2(out).astype(x.dtype)
+        return out
+    return step
+
+
+def jl_amsgrad(r0):
+    s = {}
+
+    def step(r, x, g):
+        t = x.dtype.type
+        if not s:
+            s.update({k: np.full_like(x, t(r0.epsilon)) for k in ("m", "v", "vhat")})
+        _jl_update(s, r, g)
+        s["vhat"] = np.maximum(s["vhat"], s["v"])
+        return t(r.eta) * s["m"] / (np.sqrt(s["vhat"]) + _eps(x, r.epsilon))
+    return step
+
+
+def jl_nadam(r0):
+    s = {}
+
+    def step(r, x, g):
+        s.update(s or _jl_moments(r0, x))
+        t = x.dtype.type
+        b1, b2 = _jl_update(s, r, g)
+        (bt1, bt2), eps = s["bt"], _eps(x, r.epsilon)
+        out = ((b1 * s["m"] / (1 - b1 * bt1) + (1 - b1) * g / (1 - bt1))
+               / (np.sqrt(s["v"] * b2 / (1 - bt2)) + eps) * t(r.eta))
+        _jl_advance(s, b1, b2)
+        return out
+    return step
+
+
+def jl_adabelief(r0):
+    s = {}
+
+    def step(r, x, g):
+        s.update(s or _jl_moments(r0, x))
+        t = x.dtype.type
+        b1, b2 = t(r.beta[0]), t(r.beta[1])
+        eps = _eps(x, r.epsilon)
+        s["m"] = b1 * s["m"] + (1 - b1) * g
+        s["v"] = b2 * s["v"] + (1 - b2) * abs2(g - s["m"]).astype(x.dtype) + eps
+        (bt1, bt2) = s["bt"]
+        out = t(r.eta) * s["m"] / (1 - bt1) / (np.sqrt(s["v"] / (1 - bt2)) + eps)
+        _jl_advance(s, b1, b2)
+        return out
+    return step

@@ -109,6 +109,27 @@ def test_other_arrays_and_rules_match_the_reference(case, monkeypatch):
         np.testing.assert_array_equal(base[:, ::2], ref)  # updated in place, through the view
 
 
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128, np.float16])
+@pytest.mark.parametrize("rule", FUSED, ids=repr)
+def test_complex_and_float16_leaves_take_the_reference_path(rule, dtype, monkeypatch):
+    """Their squared moduli and float16's order of operations are the rules' own."""
+    def refuse(*args):
+        raise AssertionError("a kernel ran")
+
+    monkeypatch.setattr(_fused, "_launch", refuse)
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(5, 4)) + (1j * rng.normal(size=(5, 4)) if dtype != np.float16
+                                    else 0)).astype(dtype)
+    ref = x.copy()
+    s1, s2 = setup(rule, x), setup(rule, ref)
+    for _ in range(3):
+        g = (x * 0.5 + 0.1).astype(dtype)
+        _step(s1, x, g, True, monkeypatch)
+        _step(s2, ref, g, False, monkeypatch)
+    np.testing.assert_array_equal(x, ref)
+    assert x.dtype == dtype
+
+
 def _threaded_update_in_child(queue):
     x = np.zeros(4096)
     update(setup(Descent(1.0), x), x, np.ones(4096))

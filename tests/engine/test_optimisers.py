@@ -2,13 +2,15 @@
 
 Each row: the rule, its float64 reference formula (tests/engine/optimiser_refs.py), a rule
 for the convergence test and a hyper-parameter to adjust mid-run. Every shared test runs
-over every row, so a new rule is one line.
+over every row, so a new rule is one line. Real and complex parameters both: a rule that
+cannot step complex ones (ClipGrad, Rprop) must say so at setup, naming the path.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -87,27 +89,46 @@ RULES = [
      Momentum(), ("rho", 0.5)),
 ]
 IDS = [repr(r[0]) for r in RULES]
+DTYPES = [np.float64, np.complex128]
+
+
+def _normal(rng, shape, dtype):
+    out = rng.normal(size=shape)
+    if np.dtype(dtype).kind == "c":
+        out = out + 1j * rng.normal(size=shape)
+    return out.astype(dtype)
 
 
 def _problem(dtype=np.float64, seed=0):
     """A model of two arrays (a matrix and a vector) and a stream of gradients for it."""
     rng = np.random.default_rng(seed)
-    model = {"w": rng.normal(size=(3, 4)).astype(dtype), "b": rng.normal(size=5).astype(dtype)}
-    grads = [{k: rng.normal(size=v.shape).astype(dtype) for k, v in model.items()}
-             for _ in range(12)]
+    model = {"w": _normal(rng, (3, 4), dtype), "b": _normal(rng, 5, dtype)}
+    grads = [{k: _normal(rng, v.shape, dtype) for k, v in model.items()} for _ in range(12)]
     return model, grads
+
+
+def _refused(rule, model):
+    """For a rule that cannot step complex arrays: setup says so, naming the path."""
+    with pytest.raises(ValueError, match=r"cannot step the complex parameter at '(w|x)' "
+                                         r"\(complex.*\): .*(signs|ordered entries)"):
+        setup(rule, model)
+
+
+def _wide(dtype):
+    """The reference's dtype: float64, or complex128 for complex arrays."""
+    return np.result_type(dtype, np.float64)
 
 
 def _run_ref(rule, ref, model, grads, knob_at=None, knob=None):
     """The reference trajectory of every array, one stepper per array."""
-    xs = {k: v.astype(np.float64).copy() for k, v in model.items()}
+    xs = {k: v.astype(_wide(v.dtype)) for k, v in model.items()}
     steppers = {k: ref(rule) for k in xs}
     out = []
     for i, g in enumerate(grads):
         if i == knob_at:
             rule = _adjusted(rule, knob)
         for k in xs:
-            s = steppers[k](rule, xs[k].copy(), g[k].astype(np.float64))
+            s = steppers[k](rule, xs[k].copy(), g[k].astype(xs[k].dtype))
             if s is not None:
                 xs[k] = xs[k] - s
         out.append({k: v.copy() for k, v in xs.items()})
@@ -123,9 +144,12 @@ def _adjusted(rule, knob):
     return dataclasses.replace(rule, **{name: value})
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "complex128"])
 @pytest.mark.parametrize("rule, ref, fit, knob", RULES, ids=IDS)
-def test_rule_follows_its_formula(rule, ref, fit, knob):
-    model, grads = _problem()
+def test_rule_follows_its_formula(rule, ref, fit, knob, dtype):
+    model, grads = _problem(dtype)
+    if dtype == np.complex128 and rule.refuses_complex():
+        return _refused(rule, model)
     expected = _run_ref(rule, ref, model, grads)
     state = setup(rule, model)
     for g, want in zip(grads, expected):
@@ -134,37 +158,78 @@ def test_rule_follows_its_formula(rule, ref, fit, knob):
             np.testing.assert_allclose(model[k], want[k], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "complex128"])
 @pytest.mark.parametrize("rule, ref, fit, knob", RULES, ids=IDS)
-def test_rule_converges_on_least_squares(rule, ref, fit, knob):
+def test_rule_converges_on_least_squares(rule, ref, fit, knob, dtype):
     rng = np.random.default_rng(1)
-    a = rng.normal(size=(20, 5))
-    target = rng.normal(size=5)
-    b = a @ target
-    model = {"x": np.zeros(5)}
+    a = _normal(rng, (20, 5), dtype)
+    b = a @ _normal(rng, 5, dtype)
+    model = {"x": np.zeros(5, dtype)}
+    if dtype == np.complex128 and fit.refuses_complex():
+        return _refused(fit, model)
     state = setup(fit, model)
 
     def loss(x):
-        return 0.5 * np.mean((a @ x - b) ** 2)
+        return 0.5 * np.mean(np.abs(a @ x - b) ** 2)
 
     start = loss(model["x"])
-    for _ in range(400):
-        update(state, model, {"x": a.T @ (a @ model["x"] - b) / len(b)})
+    for _ in range(400):  # the gradient of a real loss in a complex x: d/dRe + i d/dIm
+        update(state, model, {"x": a.conj().T @ (a @ model["x"] - b) / len(b)})
     assert loss(model["x"]) < 0.05 * start
 
 
+def _complex_fit():
+    """Optimisers.jl's test of Flux issue 1776: w * x ~ conj(x), x = 1 + i, from w = 0."""
+    x = np.array([1 + 1j])
+
+    def loss(w):
+        return float(np.sum(np.abs(w * x - np.conj(x)) ** 2))
+
+    def grad(w):
+        return 2 * np.conj(x) * (w * x - np.conj(x))
+    return loss, grad
+
+
+def test_the_complex_fit_gradient_is_the_central_difference():
+    loss, grad = _complex_fit()
+    w, h = np.array([0.3 - 0.2j]), 1e-6
+    fd = ((loss(w + h) - loss(w - h)) + 1j * (loss(w + 1j * h) - loss(w - 1j * h))) / (2 * h)
+    np.testing.assert_allclose(grad(w), [fd], rtol=1e-8)
+
+
 @pytest.mark.parametrize("rule, ref, fit, knob", RULES, ids=IDS)
-def test_float32_stays_float32(rule, ref, fit, knob):
-    model, grads = _problem(np.float32)
+def test_complex_loss_never_rises(rule, ref, fit, knob):
+    loss, grad = _complex_fit()
+    model = {"w": np.zeros(1, np.complex128)}
+    if fit.refuses_complex():
+        return _refused(fit, model)
+    state = setup(fit, model)
+    losses = [loss(model["w"])]
+    for _ in range(10):
+        update(state, model, {"w": grad(model["w"])})
+        losses.append(loss(model["w"]))
+    # it falls at every step until it first comes near the optimum (momentum overshoots)
+    near = next((i for i, v in enumerate(losses) if v < 0.05 * losses[0]), len(losses))
+    assert all(b <= a * (1 + 1e-12) for a, b in pairwise(losses[:near + 1])), losses
+    assert losses[-1] < 0.95 * losses[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex64], ids=["float32", "complex64"])
+@pytest.mark.parametrize("rule, ref, fit, knob", RULES, ids=IDS)
+def test_float32_stays_float32(rule, ref, fit, knob, dtype):
+    model, grads = _problem(dtype)
+    if dtype == np.complex64 and rule.refuses_complex():
+        return _refused(rule, model)
     expected = _run_ref(rule, ref, model, grads[:4])
     state = setup(rule, model)
     for g in grads[:4]:
         update(state, model, g)
     for k in model:
-        assert model[k].dtype == np.float32
+        assert model[k].dtype == dtype
         np.testing.assert_allclose(model[k], expected[-1][k], rtol=2e-4, atol=2e-5)
     arrays, meta = export_state(state)
-    text = json.dumps(meta)
-    assert all(a.dtype == np.float32 for a in arrays.values())
+    text = json.dumps(meta)  # running powers of beta: float32 scalars, even for complex64
+    assert all(a.dtype == dtype for a in arrays.values())
     assert '"float64"' not in text and '"dtype": "float"' not in text
 
 
@@ -232,3 +297,45 @@ def test_tied_weights_step_once_with_summed_gradients(rule, ref, fit, knob):
         update(ref_state, ref_model, {"w": g1 + g2})
     assert model["dec"][0] is w
     np.testing.assert_allclose(w, ref_model["w"], rtol=1e-12, atol=1e-14)
+
+
+# Rules whose float16 step must be Optimisers.jl's, op for op (optimiser_refs.jl_*).
+HALF = [
+    (RMSProp(0.01, 0.8), R.jl_rmsprop),
+    (RMSProp(0.01, 0.8, centred=True), R.jl_rmsprop),
+    (Adam(1e-4), R.jl_adam),
+    (Adam(0.01, (0.8, 0.9)), R.jl_adam),
+    (AdamW(1e-3, (0.8, 0.9), 0.1), R.jl_adamw),
+    (AdamW(1e-3, (0.8, 0.9), 0.1, couple=False), R.jl_adamw),
+    (RAdam(1e-3, (0.8, 0.9)), R.jl_radam),
+    (AdaMax(1e-3, (0.8, 0.9)), R.jl_adamax),
+    (OAdam(1e-3, (0.6, 0.9)), R.jl_oadam),
+    (AdaGrad(0.01), R.jl_adagrad),
+    (AdaDelta(0.8), R.jl_adadelta),
+    (AMSGrad(1e-3, (0.8, 0.9)), R.jl_amsgrad),
+    (NAdam(1e-3, (0.8, 0.9)), R.jl_nadam),
+    (AdaBelief(1e-3, (0.8, 0.9), 1e-8), R.jl_adabelief),
+]
+
+
+@pytest.mark.parametrize("rule, ref", HALF, ids=[repr(r[0]) for r in HALF])
+def test_float16_steps_as_optimisers_jl(rule, ref):
+    """Bit for bit in float16, on gradients from 1e-5 (whose squares underflow) to 1."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=64).astype(np.float16)
+    mine, theirs, stepper = x.copy(), x.copy(), ref(rule)
+    state = setup(rule, mine)
+    for _ in range(8):
+        g = (rng.normal(size=64) * 10.0 ** rng.uniform(-5, 0, size=64)).astype(np.float16)
+        update(state, mine, g)
+        theirs = theirs - stepper(rule, theirs, g)
+        assert theirs.dtype == np.float16
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_adam_float16_keeps_the_step_of_a_small_entry():
+    """Optimisers.jl's issue 167: with its float16 epsilon, the second entry still moves."""
+    x = np.array([0.579, -0.729, 0.5493], np.float16)
+    dx = np.array([-0.001497, 0.0001875, -0.013176], np.float16)
+    update(setup(Adam(1e-4), x), x, dx)
+    np.testing.assert_allclose(x, np.array([1.835, -0.886, 0.5493], np.float16), rtol=1e-3)
