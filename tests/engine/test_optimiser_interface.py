@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -23,6 +24,7 @@ from kiln_engine.optimisers import (
     ClipNorm,
     Descent,
     Leaf,
+    LeafInfo,
     Lion,
     Momentum,
     NAdam,
@@ -37,6 +39,7 @@ from kiln_engine.optimisers import (
     StateTree,
     WeightDecay,
     adjust,
+    describe_state,
     destructure,
     export_state,
     freeze,
@@ -395,3 +398,55 @@ def test_json_spells_lambda_as_optimisers_jl_does():
     with pytest.raises(SpecError, match=r"optimiser\.lambda_: unknown field.*'lambda'"):
         rule_from_spec({"rule": "WeightDecay", "lambda_": 1e-4})
     assert hyper_from_json({"lambda": 0.1, "eta": 0.2}) == {"lambda_": 0.1, "eta": 0.2}
+
+
+def test_a_state_tree_copies_and_deepcopies():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(2, 3))
+    model = {"enc": w, "dec": {"w": w.T, "b": np.ones(3)}}
+    state = setup(Adam(0.1), model)
+    update(state, model, {"enc": np.ones((2, 3)), "dec": {"w": np.ones((3, 2)), "b": None}})
+    deep = copy.deepcopy(state)
+    assert repr(deep) == repr(state) and deep["dec.w"] is deep["enc"]  # the tie is kept
+    assert deep["enc"] is not state["enc"] and deep["enc"].state[0] is not state["enc"].state[0]
+    shallow = copy.copy(state)
+    assert shallow["enc"] is state["enc"] and shallow.keys() == state.keys()
+    w2 = w.copy()  # (copy.deepcopy would copy w.T apart from w: numpy keeps no views)
+    twin = {"enc": w2, "dec": {"w": w2.T, "b": model["dec"]["b"].copy()}}
+    g = {"enc": rng.normal(size=(2, 3)), "dec": {"w": rng.normal(size=(3, 2)),
+                                                  "b": rng.normal(size=3)}}
+    update(state, model, g)
+    update(deep, twin, g)  # the copy steps on its own, exactly as the original
+    np.testing.assert_array_equal(twin["enc"], model["enc"])
+    np.testing.assert_array_equal(twin["dec"]["b"], model["dec"]["b"])
+
+
+def test_describe_state_lists_every_leaf_with_its_rule_hyper_parameters_and_flag():
+    w = np.ones((2, 2))
+    model = Chain(enc=Dense(2, 2), dec=Dense(2, 2))
+    model.layers.dec.weight = model.layers.enc.weight.T
+    chain = OptimiserChain(ClipGrad(1.0), WeightDecay(0.1), AdamW(0.01, lambda_=0.5))
+    state = setup(chain, model)
+    freeze(state.layers.enc.bias)
+    adjust(state.layers.dec.bias, 0.5)
+    rows = describe_state(state)
+    assert [r.path for r in rows] == ["layers.enc.weight", "layers.enc.bias",
+                                      "layers.dec.weight", "layers.dec.bias"]
+    assert all(isinstance(r, LeafInfo) for r in rows)
+    enc_w, enc_b, dec_w, dec_b = rows
+    assert enc_w.rule == chain and not enc_w.frozen and enc_w.tied_to is None
+    assert enc_w.hyper == {"delta": 1.0, "lambda_": 0.1, "eta": 0.01, "beta": (0.9, 0.999),
+                           "epsilon": 1e-08, "couple": True}  # in a chain: as its first member has it
+    assert enc_b.frozen and dec_w.tied_to == "layers.enc.weight"
+    assert dec_b.hyper["eta"] == 0.5 and dec_b.rule[2].hyperparameters()["lambda_"] == 0.5
+    assert describe_state(setup(Descent(0.3), w)) == [LeafInfo("", Descent(0.3), {"eta": 0.3},
+                                                               False, None)]
+    with pytest.raises(TypeError, match="describe_state: expected the optimiser state"):
+        describe_state(model)
+
+
+def test_steering_helpers_are_public():
+    import kiln_engine
+
+    for name in ("fmap", "describe_state", "LeafInfo"):
+        assert name in kiln_engine.__all__ and hasattr(kiln_engine, name)

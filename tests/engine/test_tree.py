@@ -1,8 +1,9 @@
 """The tree helpers: dotted paths, lookup with near-miss hints, leaves, params, map_arrays,
-and the Layers container's indexing."""
+fmap, and the Layers container's indexing."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -13,14 +14,20 @@ from kiln_engine import (
     Layer,
     Layers,
     PathError,
+    Tangent,
+    fmap,
     getpath,
+    gradient,
     leaves,
     params,
     paths,
     relu,
+    setup,
     softmax,
+    update,
 )
 from kiln_engine._tree import map_arrays
+from kiln_engine.optimisers import Descent, Leaf
 
 
 class Scaled(Layer):
@@ -186,3 +193,70 @@ def test_layers_errors_name_the_valid_names():
         _ = Chain(Dense(2, 2)).layers.enc
     with pytest.raises(AttributeError, match="immutable"):
         m.layers.enc = Dense(3, 4)
+
+
+def _guide_model():
+    """A Chain whose second layer gets no gradient: its Tangent holds None there."""
+    r = rng()
+    model = Chain(enc=Dense(3, 4, relu), dec=Dense(4, 2))
+    for layer in model.layers:
+        layer.weight = r.normal(size=layer.weight.shape)
+        layer.bias = r.normal(size=layer.bias.shape)
+    x = r.normal(size=(5, 3))
+    return model, x
+
+
+def test_fmap_is_the_guides_manual_update():
+    model, x = _guide_model()
+    twin = copy.deepcopy(model)
+    loss = lambda m: (m(x) ** 2).sum()
+    grads = gradient(loss, model)[0]
+    fmap(lambda p, g: np.subtract(p, 0.1 * g, out=p), model, grads)
+    update(setup(Descent(0.1), twin), twin, gradient(loss, twin)[0])
+    for (path, a), (_, b) in zip(leaves(model), leaves(twin)):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+
+
+def test_fmap_skips_none_gradients_and_keeps_those_arrays():
+    model, _ = _guide_model()
+    dec = model.layers.dec.weight.copy()
+    seen = []
+    grads = Tangent("Chain", {"layers": {"enc": {"weight": np.ones((4, 3)), "bias": None},
+                                         "dec": None}})
+    out = fmap(lambda p, g: seen.append(p.shape) or p - g, model, grads)
+    assert seen == [(4, 3)]
+    np.testing.assert_array_equal(out.layers.enc.weight, model.layers.enc.weight - 1)
+    assert out.layers.enc.bias is model.layers.enc.bias and out.layers.dec.weight is \
+        model.layers.dec.weight
+    np.testing.assert_array_equal(model.layers.dec.weight, dec)
+
+
+def test_fmap_walks_a_state_tree_too_and_calls_f_per_distinct_arguments():
+    w = np.ones((2, 2))
+    model = {"enc": w, "dec": (w, np.zeros(2))}
+    state = setup(Descent(0.5), model)
+    calls = []
+
+    def step(p, g, leaf):
+        calls.append(leaf)
+        assert isinstance(leaf, Leaf)
+        p -= leaf.rule.eta * g
+        return p
+
+    fmap(step, model, {"enc": np.ones((2, 2)), "dec": (np.ones((2, 2)), np.ones(2))}, state)
+    assert len(calls) == 3  # the tied w once per gradient it has: both are applied
+    np.testing.assert_array_equal(w, np.zeros((2, 2)))
+    mapped = fmap(lambda p: p * 2, model)  # no trees: a tied array is mapped once
+    assert mapped["enc"] is mapped["dec"][0]
+    with pytest.raises(ValueError, match="fmap: a tree holds an array at 'dec', where the "
+                                         "model has a tuple"):
+        fmap(lambda p, g: p, model, {"enc": w, "dec": np.ones(2)})
+
+
+def test_gradient_trees_copy_and_deepcopy():
+    model, x = _guide_model()
+    grads = gradient(lambda m: (m(x) ** 2).sum(), model)[0]
+    deep = copy.deepcopy(grads)
+    assert deep.layers.enc.weight is not grads.layers.enc.weight
+    np.testing.assert_array_equal(deep.layers.enc.weight, grads.layers.enc.weight)
+    assert copy.copy(grads.layers.enc).weight is grads.layers.enc.weight
