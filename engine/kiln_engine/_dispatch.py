@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _ops as ops
+from ._backend import array_module
 from ._tape import Tracked
 
 _UFUNCS = {
@@ -96,14 +97,11 @@ _FUNCTIONS = {
     np.shape: lambda a, k: ops.data(a[0]).shape,
     np.ndim: lambda a, k: ops.data(a[0]).ndim,
     np.size: lambda a, k: ops.data(a[0]).size,
-    np.isfinite: lambda a, k: np.isfinite(ops.data(a[0])),
-    np.all: lambda a, k: np.all(ops.data(a[0]), *a[1:], **k),
-    np.any: lambda a, k: np.any(ops.data(a[0]), *a[1:], **k),
-    np.argmax: lambda a, k: np.argmax(ops.data(a[0]), *a[1:], **k),
-    np.argmin: lambda a, k: np.argmin(ops.data(a[0]), *a[1:], **k),
-    np.zeros_like: lambda a, k: np.zeros_like(ops.data(a[0]), *a[1:], **k),
-    np.ones_like: lambda a, k: np.ones_like(ops.data(a[0]), *a[1:], **k),
 }
+# Queries with no gradient: the same function of the array's own module, on the plain data.
+for _name in ("isfinite", "all", "any", "argmax", "argmin", "zeros_like", "ones_like"):
+    _FUNCTIONS[getattr(np, _name)] = (lambda n: lambda a, k: getattr(
+        array_module(ops.data(a[0])), n)(ops.data(a[0]), *a[1:], **k))(_name)
 
 
 def _unwrap(x: Any) -> Any:
@@ -119,7 +117,9 @@ def _array_ufunc(self: Tracked, ufunc: Any, method: str, *inputs: Any, **kwargs:
         raise TypeError(f"{name}(..., out=...) would overwrite an array whose gradient is being "
                         "taken; drop the out= argument")
     if ufunc in _CONSTANT_UFUNCS:
-        return ufunc(*(_unwrap(x) for x in inputs), **kwargs)
+        plain = [_unwrap(x) for x in inputs]
+        xp = array_module(next((x for x in plain if hasattr(x, "dtype")), plain[0]))
+        return getattr(xp, ufunc.__name__)(*plain, **kwargs)
     fn = _UFUNCS.get(ufunc)
     if fn is None:
         raise TypeError(f"{name} has no derivative in Kiln, so it cannot be applied to an array "

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _dispatch  # noqa: F401  (gives Tracked its operators)
-from ._backend import array_module
+from ._backend import array_module, to_float
 from ._tape import Tracked, backprop, recording
 from ._trace import build_gradient, trace_model, track_leaf
 from ._tree import Node, children, is_array, map_arrays
@@ -34,7 +34,7 @@ def _track(arg: Any) -> tuple[Any, Callable[[], Any], Callable[[], None]]:
         return leaf, lambda: build_gradient(leaf), _noop
     if isinstance(arg, float):
         leaf = Tracked(np.float64(arg))
-        return leaf, lambda: None if leaf.grad is None else float(leaf.grad), _noop
+        return leaf, lambda: None if leaf.grad is None else to_float(leaf.grad), _noop
     if children(arg):
         tracked = map_arrays(track_leaf, arg)
         return tracked, lambda: build_gradient(tracked), _noop

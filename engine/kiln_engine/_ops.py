@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import array_module
+from ._backend import array_module, scatter_add
 from ._tape import Tracked, record
 
 _T = Tracked
@@ -413,10 +413,7 @@ def getitem(x: Any, index: Any) -> Any:
         xp = array_module(g)
         gx = xp.zeros(xd.shape, dtype=g.dtype)
         if advanced:  # repeated indices must add up
-            if xp is np:
-                np.add.at(gx, index, g)
-            else:
-                xp.add.at(gx, index, g)
+            scatter_add(gx, index, g)
         else:
             gx[index] = g
         return (gx,)
@@ -431,7 +428,7 @@ def concatenate(xs: Any, axis: int = 0) -> Any:
     if not _any_tracked(*xs):
         return out
     ax = axis % out.ndim
-    bounds = np.cumsum([d.shape[ax] for d in ds])[:-1]
+    bounds = [int(b) for b in np.cumsum([d.shape[ax] for d in ds])[:-1]]
 
     def vjp(g: Any) -> tuple:
         return tuple(xp.split(g, bounds, axis=ax))

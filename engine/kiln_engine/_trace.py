@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ._backend import array_module
+from ._backend import array_module, writeable
 from ._tape import Tracked, _state
 from ._tree import Layers, Node, Tangent, children, is_array, map_arrays
 
@@ -68,7 +68,7 @@ def _grad_of(t: Tracked) -> Any:
     if g is None:
         return None
     xp = array_module(g)
-    if g.ndim == 0 or not g.flags.c_contiguous or not g.flags.writeable:
+    if g.ndim == 0 or not g.flags.c_contiguous or not writeable(g):
         return xp.array(g, copy=True)
     return g
 

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ._backend import to_float
 from ._spec import check_keys, get_float, get_int
 
 __all__ = ["Patience", "early_stopping", "patience", "plateau"]
@@ -75,7 +76,7 @@ class _Score:
         self.track_best = track_best
 
     def __call__(self, *args: Any, **kwargs: Any) -> bool:
-        score = float(self.f(*args, **kwargs))
+        score = to_float(self.f(*args, **kwargs))
         delta = self.distance(self.score, score)
         if self.track_best:  # early_stopping: keep the best; stalled when delta < min_dist
             if not delta < 0:

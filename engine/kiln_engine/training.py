@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._backend import to_float
 from ._grad import withgradient
 from ._onehot import onecold
 from ._ops import data as unwrap
@@ -94,7 +95,7 @@ def _gradient(loss: Callable[..., Any], model: Any, batch: Any) -> tuple[float, 
     """``(loss value, gradient of the model)`` for one batch; a tuple batch is splatted."""
     args = batch if isinstance(batch, tuple) else (batch,)
     value, grads = withgradient(lambda m: loss(m, *args), model)
-    return float(value), grads[0]
+    return to_float(value), grads[0]
 
 
 @dataclass
@@ -147,7 +148,7 @@ def accuracy(yhat: Any, y: Any) -> float:
         raise ValueError(f"accuracy: y must be class indices of shape {tuple(yhat.shape[:-1])} "
                          f"or one-hot rows of shape {tuple(yhat.shape)}; got shape "
                          f"{tuple(y.shape)}")
-    return float((onecold(yhat) == y).mean())
+    return to_float((onecold(yhat) == y).mean())
 
 
 def _jsonable(v: float) -> float | str:
@@ -358,11 +359,11 @@ class Trainer:
         for batch in self.validation:
             x, y = batch
             size = _batch_size(batch)
-            sums["val_loss"] += float(self.loss(self.model, x, y)) * size
+            sums["val_loss"] += to_float(self.loss(self.model, x, y)) * size
             if self.metrics:
                 yhat = self.model(x)
                 for k, fn in self.metrics.items():
-                    sums[f"val_{k}"] += float(fn(yhat, y)) * size
+                    sums[f"val_{k}"] += to_float(fn(yhat, y)) * size
             n += size
         return {k: v / n for k, v in sums.items()}
 

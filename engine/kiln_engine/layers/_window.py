@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import array_module
+from .._backend import array_module, sliding_window_view
 
 __all__ = ["Pad", "fold", "out_size", "pair", "parse_pad", "same_pad", "unfold"]
 
@@ -73,10 +73,9 @@ def unfold(x: Any, axes: tuple[int, int], kernel: tuple[int, int], stride: tuple
     The spatial axes become the window positions (out_hw) and two axes (kh, kw) are
     appended, as ``sliding_window_view`` lays them out. Nothing is copied.
     """
-    xp = array_module(x)
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
     span = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
-    v = xp.lib.stride_tricks.sliding_window_view(x, span, axis=axes)
+    v = sliding_window_view(x, span, axes)
     index = [slice(None)] * v.ndim
     index[axes[0]] = slice(0, sh * (ho - 1) + 1, sh)
     index[axes[1]] = slice(0, sw * (wo - 1) + 1, sw)

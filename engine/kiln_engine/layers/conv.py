@@ -79,8 +79,9 @@ def _to_layout(a: Any, layout: _Layout, pad: Pad,
 
     With ``block``, what is copied for the samples in a slice ``s`` is ``block(s)`` (an
     activation's derivative times ``a[s]``), computed a few samples at a time while they
-    are in cache. Into (C, H, W, N) the copy goes a few samples at a time: a whole-batch
-    transpose strides through memory by one image per element, up to 4× slower.
+    are in cache. Into (C, H, W, N) the copy goes a few samples at a time on the CPU: a
+    whole-batch transpose strides through memory by one image per element, up to 4×
+    slower. On a GPU each copy is a kernel launch, so the whole batch goes in one.
     """
     xp = array_module(a)
     n = a.shape[0]
@@ -93,7 +94,7 @@ def _to_layout(a: Any, layout: _Layout, pad: Pad,
     out = (xp.zeros if any(pad) else xp.empty)(shape, dtype=a.dtype)
     dest = out[_crop(layout, shape, pad)]
     index: list[Any] = [slice(None)] * 4
-    step = _SAMPLES_PER_COPY if layout is _BATCH_INNER else n
+    step = _SAMPLES_PER_COPY if layout is _BATCH_INNER and xp is np else n
     for b in range(0, n, step):
         part = slice(b, b + step)
         index[layout.perm.index(0)] = part

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import array_module
+from .._backend import array_module, uniform
 from .._ops import data, mul
 from .._tape import Tracked, record
 from ..activations import _SELU_ALPHA, _SELU_LAMBDA
@@ -26,15 +26,6 @@ __all__ = ["AlphaDropout", "Dropout"]
 # alpha' = -lambda * alpha is the value SELU saturates to, which AlphaDropout writes into
 # dropped units.
 _ALPHA_PRIME = -_SELU_LAMBDA * _SELU_ALPHA
-
-
-def _uniform(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any, xp: Any) -> Any:
-    """U[0, 1) samples on the device of ``xp``, drawn from (or seeded by) ``rng``."""
-    dtype = np.float32 if dtype == np.float32 else np.float64
-    if xp is np:
-        return rng.random(shape, dtype=dtype)
-    # A device generator seeded from the host one, so ``rng`` still fixes the masks.
-    return xp.random.default_rng(int(rng.integers(2**63))).random(shape, dtype=dtype)
 
 
 class _Dropout(ModalLayer):
@@ -57,7 +48,7 @@ class _Dropout(ModalLayer):
     def _keep(self, xd: Any, shape: tuple[int, ...]) -> Any:
         """A boolean mask of ``shape``, True with probability 1 - p."""
         rng = self.rng if self.rng is not None else default_rng()
-        return _uniform(rng, shape, xd.dtype, array_module(xd)) >= self.p
+        return uniform(rng, shape, xd.dtype, array_module(xd)) >= self.p
 
     def _extra_repr(self) -> str:
         return "" if self.active is None else f", active={self.active}"

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import array_module
+from .._backend import array_module, scatter_add
 from .._ops import data
 from .._tape import Tracked, record
 from ..random import default_rng
@@ -23,8 +23,8 @@ def _scatter_rows(index: Any, rows: Any, n: int) -> Any:
     out = xp.zeros((n, rows.shape[1]), dtype=rows.dtype)
     if index.size == 0:
         return out
-    if xp is not np:
-        xp.add.at(out, index, rows)
+    if xp is not np:  # on a GPU, atomic adds beat a sort
+        scatter_add(out, index, rows)
         return out
     # Sorting and summing runs of equal tokens is about twice as fast as np.add.at.
     order = np.argsort(index, kind="stable")
