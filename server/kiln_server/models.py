@@ -40,7 +40,9 @@ __all__ = [
     "Epoch",
     "Job",
     "JobDataset",
+    "JobRequest",
     "JobStatus",
+    "Outcome",
     "StepBatch",
     "Token",
     "User",
@@ -70,6 +72,23 @@ class JobStatus(enum.StrEnum):
 
 #: Statuses of a job that has not finished (it holds its datasets, it accepts controls).
 ACTIVE = (JobStatus.queued, JobStatus.running, JobStatus.paused)
+
+
+class Outcome(enum.StrEnum):
+    """How a worker ends its hold on a job (its finish): the status the job takes."""
+
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    paused = "paused"
+
+
+class JobRequest(enum.StrEnum):
+    """A lifecycle change asked of a running job's worker, which carries it out at a step
+    boundary (``Job.requested`` until then)."""
+
+    pause = "pause"
+    cancel = "cancel"
 
 
 class ControlKind(enum.StrEnum):
@@ -165,7 +184,7 @@ class Job(Base):
     """A training job: its validated spec, where it is in its lifecycle, and its lease.
 
     ``lease_token`` is new at every claim; a worker's writes must carry the current one.
-    ``requested`` is "pause" or "cancel" while the worker has yet to act on it.
+    ``requested`` is a pause or cancel the worker has yet to act on.
     """
 
     __tablename__ = "jobs"
@@ -179,7 +198,7 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column()
     parameters: Mapped[int] = mapped_column(BigInteger)
     paths: Mapped[list[Any]] = mapped_column()  # the optimiser state's subtree paths
-    requested: Mapped[str | None] = mapped_column(String(16))
+    requested: Mapped[JobRequest | None] = mapped_column(_enum(JobRequest))
     queued_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     lease_token: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -10,6 +10,7 @@ openapi.py) document them: ``JobCreate`` refers to ``ModelSpec``, ``OptimiserSpe
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -25,11 +26,12 @@ from pydantic import (
     model_validator,
 )
 
-from .models import ControlKind, ControlStatus, JobStatus
+from .models import ControlKind, ControlStatus, JobRequest, JobStatus, Outcome
 
 __all__ = [
     "EXAMPLE_JOB",
     "SPEC_MARK",
+    "Action",
     "ClaimRequest",
     "ClaimedJob",
     "ControlCreate",
@@ -72,6 +74,15 @@ METRICS = ("loss", "accuracy")
 #: not among them: the trainer records only the training loss (an accuracy over batches
 #: of a model that moves within the epoch would also be a poor signal to stop on).
 STOP_METRICS = ("train_loss", "val_loss", "val_accuracy")
+
+
+class Action(enum.StrEnum):
+    """What a heartbeat or the controls long-poll asks of the worker holding a job: go on,
+    or carry out the pause or cancel requested (``Job.requested``)."""
+
+    continue_ = "continue"
+    pause = JobRequest.pause.value
+    cancel = JobRequest.cancel.value
 
 
 #: The largest count (epoch, step, sequence number) a request may carry: what a database
@@ -221,7 +232,7 @@ class JobPublic(_Out):
         description="queued (waiting for a worker), running (a worker holds it), paused "
         "(checkpointed, holds no worker; resume to queue it again), or finished: succeeded, "
         "failed (see error), cancelled. A lost worker puts a running job back to queued")
-    requested: Literal["pause", "cancel"] | None = Field(
+    requested: JobRequest | None = Field(
         description="a pause or cancel asked for that the job's worker has yet to carry out "
         "(it does so at its next step boundary, within a heartbeat or so; status then "
         "becomes paused or cancelled); null when nothing is waiting")
@@ -450,13 +461,13 @@ class Heartbeat(_In):
 
 class HeartbeatReply(BaseModel):
     lease_expires_at: datetime
-    action: Literal["continue", "pause", "cancel"]
+    action: Action
     controls: list[ControlPublic] = Field(description="pending adjust/freeze/thaw, by seq")
 
 
 class ControlsReply(BaseModel):
     seq: int = Field(description="the highest control number seen: pass it as ?after= next")
-    action: Literal["continue", "pause", "cancel"]
+    action: Action
     controls: list[ControlPublic] = Field(
         description="pending adjust/freeze/thaw numbered above ?after=, by seq")
 
@@ -521,7 +532,10 @@ class StateReport(_In):
 
 
 class Finish(_In):
-    status: Literal["succeeded", "failed", "cancelled", "paused"]
+    # Its values in place: the route documents Finish by hand (api/routes/worker.py),
+    # without the schemas it refers to, and the document has no Outcome of its own.
+    status: Annotated[Outcome, WithJsonSchema({"enum": [o.value for o in Outcome],
+                                                "type": "string"})]
     epoch: int = Field(ge=0, le=COUNT_MAX, description="epochs completed")
     step: int = Field(ge=0, le=COUNT_MAX, description="global steps completed")
     error: str | None = Field(None, max_length=100_000)

@@ -48,6 +48,8 @@ from kiln_engine.optimisers.spec import hyper_from_json, rule_to_spec
 from kiln_engine.serialise import weights_to_bytes
 from kiln_engine.training import EpochRecord, Trainer
 
+from ..models import Outcome
+from ..schemas import Action
 from .build import build_trainer, load_arrays
 from .client import (
     BlobUnavailableError,
@@ -214,7 +216,8 @@ class JobRun:
         # applies once.
         self.seen: set[int] = set()
         self.seen_lock = threading.Lock()
-        self.action = "continue"  # "pause" / "cancel" once a heartbeat or the long-poll says so
+        # An Action's value: pause / cancel once a heartbeat or the long-poll says so.
+        self.action: str = Action.continue_
         self.sender = _Sender(self.lost)
         self.trainer: Trainer | None = None
         # Kept by the training thread between posts: the losses of the steps taken since
@@ -253,7 +256,7 @@ class JobRun:
             except WorkerAPIError:
                 logger.exception("job %s: heartbeat refused", self.job_id)
             else:
-                if reply["action"] != "continue":
+                if reply["action"] != Action.continue_:
                     self.action = reply["action"]
                 for control in reply["controls"]:
                     self._receive(control)
@@ -278,7 +281,7 @@ class JobRun:
                                "heartbeats", self.job_id, e)
                 return
             after = max(after, reply["seq"])
-            if reply["action"] != "continue":
+            if reply["action"] != Action.continue_:
                 self.action = reply["action"]
             for control in reply["controls"]:
                 self._receive(control)
@@ -418,17 +421,17 @@ class JobRun:
         self._write(self.client.put_blob, "weights", weights, epoch, step, key="weights")
         self._post_state()
 
-    def _finish(self, status: str, error: str | None = None) -> None:
+    def _finish(self, status: Outcome, error: str | None = None) -> None:
         """Post what is queued, then the finish itself (synchronously), with the logs
         kept since the last post and, for a success, the final weights (one request, not
         three)."""
         if not self.sender.drain():
             raise _AbandonError()
         if self.sender.error is not None:
-            status = "failed"
+            status = Outcome.failed
             error = f"posting results failed: {describe_failure(self.sender.error)}"
         steps, rows = self._take_logs()
-        weights = weights_to_bytes(self.trainer.model) if status == "succeeded" else None
+        weights = weights_to_bytes(self.trainer.model) if status == Outcome.succeeded else None
         try:
             self.client.finish(self.job_id, self.lease, status, *self._progress(), error,
                                steps, rows, weights)
@@ -452,8 +455,8 @@ class JobRun:
 
     # ------------------------------------------------------------------ the loop
 
-    def _train(self) -> str:
-        """Step until the job ends; the status it ended with ('' for a shutdown)."""
+    def _train(self) -> Outcome | None:
+        """Step until the job ends; how it ended (None for a shutdown)."""
         self.trainer = trainer = self._build()
         self.per_epoch, self.step = len(trainer.loader), trainer.steps
         replays = self._replays()
@@ -467,15 +470,15 @@ class JobRun:
                 raise _AbandonError()
             if self.sender.error is not None:
                 raise self.sender.error
-            if self.action == "cancel":
-                return "cancelled"  # the kept logs go with the finish
-            if self.action == "pause" or self.shutdown.is_set():
+            if self.action == Action.cancel:
+                return Outcome.cancelled  # the kept logs go with the finish
+            if self.action == Action.pause or self.shutdown.is_set():
                 self._checkpoint()
-                return "paused" if self.action == "pause" else ""
+                return Outcome.paused if self.action == Action.pause else None
             if trainer.stopped is not None or trainer.steps >= last_step:
                 # the kept logs and the final weights go with the finish
                 self._post_state()  # a schedule may have moved it
-                return "succeeded"
+                return Outcome.succeeded
             if self.inbox or replays:
                 self._take_controls(replays)
             record = trainer.step()
@@ -516,14 +519,14 @@ class JobRun:
                                    "%d)", self.job_id, e, self.claim["attempt"], BLOB_ATTEMPTS)
                     self._release()
                     return "released"
-                self._finish("failed", f"a blob the job needs was unavailable at each of its "
-                             f"{BLOB_ATTEMPTS} claims: {e}")
-                return "failed"
+                self._finish(Outcome.failed, f"a blob the job needs was unavailable at each of "
+                             f"its {BLOB_ATTEMPTS} claims: {e}")
+                return Outcome.failed
             except Exception as e:  # the job's own failure: report it, with where it happened
                 logger.exception("job %s failed", self.job_id)
-                self._finish("failed", describe_failure(e))
-                return "failed"
-            if status == "":
+                self._finish(Outcome.failed, describe_failure(e))
+                return Outcome.failed
+            if status is None:
                 self._release()
                 return "released"
             self._finish(status)
