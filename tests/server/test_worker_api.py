@@ -243,7 +243,8 @@ def test_controls_long_poll_sees_a_control_posted_to_another_replica(user, worke
     itself there); on SQLite when the poll next re-reads the file."""
     job_id, lease, _, _ = claimed
     with _beating(worker, job_id, lease):  # another process and port, the same database
-        replica = Server(tmp_path, database_url=server.database_url)
+        replica = Server(tmp_path, database_url=server.database_url,  # and blob store
+                         env={"KILN_BLOB_STORE": (server.data_dir / "blobs").as_uri()})
     try:
         with replica.client(user.headers["Authorization"].split()[1]) as other, \
                 _beating(worker, job_id, lease), ThreadPoolExecutor(1) as pool:
