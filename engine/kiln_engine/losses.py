@@ -31,6 +31,8 @@ from ._backend import array_module
 from ._onehot import check_labels
 from ._tape import Tracked, record
 from .activations import logsigmoid, logsoftmax
+from .kernels import C_TYPES
+from .kernels import xent as xent_kernels
 
 __all__ = [
     "binary_focal_loss", "binarycrossentropy", "crossentropy", "dice_coeff_loss",
@@ -299,6 +301,7 @@ def _softmax_xent(x: Any, target: Any, axis: int, alpha: float, reduction: str) 
     It works on a ``(samples, classes)`` view. One buffer holds ``x - max``, then its
     ``exp`` in place; the vjp turns that buffer into ``(softmax * sum(target) - target) * g``
     in place, so a training step allocates one logits-sized array for loss and gradient.
+    On a GPU, with labels, each way is one kernel (``kernels/xent.py``).
     """
     xd = ops.data(x)
     xp = array_module(xd)
@@ -311,24 +314,28 @@ def _softmax_xent(x: Any, target: Any, axis: int, alpha: float, reduction: str) 
     else:
         t2 = (xp.moveaxis(target, axis, -1) if moved else target).reshape(-1, k)
     n = x2.shape[0]
-    s = x2 - x2.max(axis=1, keepdims=True)
-    if labels:
-        rows = xp.arange(n)
-        fit = s[rows, t2]
-        if alpha:
-            fit *= 1 - alpha
-            fit += (alpha / k) * s.sum(axis=1)
-        mass = None
+    gpu = labels and xp is not np and x2.dtype in C_TYPES
+    if gpu:  # s: the exponentials
+        s, total, per = xent_kernels.forward(x2, t2, alpha)
     else:
-        fit = (s * t2).sum(axis=1)
-        mass = t2.sum(axis=1, keepdims=True)
-    xp.exp(s, out=s)
-    total = s.sum(axis=1, keepdims=True)
-    per = xp.log(total)
-    if mass is not None:
-        per *= mass
-    per = per.reshape(-1)
-    per -= fit
+        s = x2 - x2.max(axis=1, keepdims=True)
+        if labels:
+            rows = xp.arange(n)
+            fit = s[rows, t2]
+            if alpha:
+                fit *= 1 - alpha
+                fit += (alpha / k) * s.sum(axis=1)
+            mass = None
+        else:
+            fit = (s * t2).sum(axis=1)
+            mass = t2.sum(axis=1, keepdims=True)
+        xp.exp(s, out=s)
+        total = s.sum(axis=1, keepdims=True)
+        per = xp.log(total)
+        if mass is not None:
+            per *= mass
+        per = per.reshape(-1)
+        per -= fit
     if reduction == "mean":
         out = per.sum() / n
     elif reduction == "sum":
@@ -340,15 +347,18 @@ def _softmax_xent(x: Any, target: Any, axis: int, alpha: float, reduction: str) 
 
     def vjp(g: Any) -> tuple:
         gs = g.reshape(-1) if reduction == "none" else g / n if reduction == "mean" else g
-        col = gs[:, None] if gs.ndim else gs
-        scale = col / total if mass is None else col * mass / total
-        dx = xp.multiply(s, scale, out=s)  # this node's own buffer, used once: reuse it
-        if labels:
-            dx[rows, t2] -= gs * (1 - alpha)
-            if alpha:
-                dx -= col * (alpha / k)
+        if gpu:
+            dx = xent_kernels.grad(s, total, t2, gs, alpha)
         else:
-            dx -= t2 * col
+            col = gs[:, None] if gs.ndim else gs
+            scale = col / total if mass is None else col * mass / total
+            dx = xp.multiply(s, scale, out=s)  # this node's own buffer, used once: reuse it
+            if labels:
+                dx[rows, t2] -= gs * (1 - alpha)
+                if alpha:
+                    dx -= col * (alpha / k)
+            else:
+                dx -= t2 * col
         if moved:
             return (xp.moveaxis(dx.reshape(xp.moveaxis(xd, axis, -1).shape), -1, axis),)
         return (dx.reshape(xd.shape),)

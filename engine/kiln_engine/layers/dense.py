@@ -1,4 +1,5 @@
-"""Dense: y = activation(x @ weight.T + bias), one fused primitive."""
+"""Dense: y = activation(x @ weight.T + bias), one fused primitive (on a GPU, the bias and
+activation are one kernel each way: ``kernels/dense.py``)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ import numpy as np
 from .._backend import array_module
 from .._ops import data
 from .._tape import Tracked, record
-from ..activations import FUSABLE, identity, relu
+from ..activations import FUSABLE, identity, relu, sigmoid, tanh
 from ..init import glorot_uniform
+from ..kernels import C_TYPES
+from ..kernels import dense as kernels
 from ._base import Layer, check_input, member_name
 
 __all__ = ["Dense", "dense"]
 
 _UNFUSED = object()
+#: The fusable activations' codes in the GPU kernels.
+_KERNEL_ACT = {identity: kernels.IDENTITY, relu: kernels.RELU, sigmoid: kernels.SIGMOID,
+               tanh: kernels.TANH}
 
 
 def dense(x: Any, weight: Any, bias: Any, activation: Callable = identity) -> Any:
@@ -30,34 +36,46 @@ def dense(x: Any, weight: Any, bias: Any, activation: Callable = identity) -> An
     # One 2-d matmul over all leading axes: numpy's batched matmul is far slower.
     y = xd @ wd.T if xd.ndim <= 2 else \
         (xd.reshape(-1, xd.shape[-1]) @ wd.T).reshape(*xd.shape[:-1], wd.shape[0])
-    if bd is not None:
-        y += bd
     xp = array_module(y)
     dact = FUSABLE.get(activation, _UNFUSED)
-    if dact is _UNFUSED:
-        return activation(_affine(x, weight, bias, y, None))
-    if activation is relu:
-        xp.maximum(y, 0, out=y)
-    elif activation is not identity:
-        y = activation(y)
+    code = None
+    if xp is not np and bd is not None and dact is not _UNFUSED and y.dtype in C_TYPES:
+        code = _KERNEL_ACT[activation]
+        kernels.bias_act(y, bd, code)
+    else:
+        if bd is not None:
+            y += bd
+        if dact is _UNFUSED:
+            return activation(_affine(x, weight, bias, y, None))
+        if activation is relu:
+            xp.maximum(y, 0, out=y)
+        elif activation is not identity:
+            y = activation(y)
     if x.__class__ is not Tracked and weight.__class__ is not Tracked \
             and bias.__class__ is not Tracked:
         return y
-    return _affine(x, weight, bias, y, dact)
+    return _affine(x, weight, bias, y, dact, code)
 
 
-def _affine(x: Any, weight: Any, bias: Any, y: Any, dact: Callable | None) -> Any:
+def _affine(x: Any, weight: Any, bias: Any, y: Any, dact: Callable | None,
+            code: int | None = None) -> Any:
+    """The node of ``y = act(x @ weight.T + bias)``; ``dact`` takes the activation's
+    derivative from ``y``, or with ``code`` the GPU kernel does it and the bias sum."""
     xd, wd = data(x), data(weight)
     xp = array_module(y)
     tx, tw, tb = x.__class__ is Tracked, weight.__class__ is Tracked, bias.__class__ is Tracked
 
     def vjp(g: Any) -> tuple:
-        if dact is not None:
+        gb = None
+        if code is not None and code != kernels.IDENTITY:
+            g, gb = kernels.bias_act_grad(y, g, code, tb)
+        elif dact is not None:
             g = dact(xp, y, g)
         g2 = g.reshape(-1, wd.shape[0])
         gx = (g2 @ wd).reshape(xd.shape) if tx else None
         gw = (g2.T @ xd.reshape(-1, wd.shape[1])) if tw else None
-        gb = g2.sum(axis=0) if tb else None
+        if tb and gb is None:
+            gb = g2.sum(axis=0)
         return gx, gw, gb
 
     if not (tx or tw or tb):

@@ -1,0 +1,156 @@
+"""Optimiser updates as one pass per parameter: Descent, Momentum, Adam and AdamW, each
+after up to two gradient stages (ClipGrad, WeightDecay) as an OptimiserChain puts them.
+
+Each kernel reads the gradient, the parameter and its state once and writes them once,
+doing per entry exactly what the rules' ``apply`` does (``optimisers/rules.py``,
+``optimisers/modifiers.py``), in the same order. Compiled with ``--fmad=false`` (no
+multiply-add contraction; division and square root are IEEE-exact by default), a GPU
+then gives the very bits the CPU does. The scalars (rates, bias corrections) are
+computed once per step on the host by the ``*_scalars`` helpers, in the parameter's
+dtype, exactly as the rules compute them; the numba kernels of the CPU path take the
+same scalars.
+
+A stage is ``(kind, value)``: :data:`CLIP` clamps the gradient to ``[-value, value]``
+(numpy's clip: a NaN stays NaN), :data:`DECAY` adds ``value * x``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._backend import array_module
+from . import Elementwise, compiled, register
+
+__all__ = ["ADAM", "ADAMW_COUPLED", "ADAMW_DECOUPLED", "ADAM_MODE", "CLIP", "DECAY", "DESCENT",
+           "MOMENTUM", "NONE", "adam_scalars", "launch", "stage_args"]
+
+#: Gradient stages.
+NONE, CLIP, DECAY = 0, 1, 2
+#: The Adam kernel's modes: Adam, AdamW with the decay scaled by the rate, AdamW without.
+ADAM_MODE, ADAMW_COUPLED, ADAMW_DECOUPLED = 0, 1, 2
+
+_STAGES = """
+__device__ inline T kiln_stage(T d, const T x, const int kind, const T p) {
+  if (kind == 1) {            // ClipGrad: numpy's clip, max then min; NaN passes
+    if (d == d) {
+      d = d > -p ? d : -p;
+      d = d < p ? d : p;
+    }
+  } else if (kind == 2) {     // WeightDecay
+    d = d + p * x;
+  }
+  return d;
+}
+"""
+_GRAD = "const T d = kiln_stage(kiln_stage(g, x, s1, p1), x, s2, p2);\n"
+_STAGE_PARAMS = "T g, int32 s1, T p1, int32 s2, T p2"
+_STAGE_SCALARS = frozenset({"s1", "p1", "s2", "p2"})
+_EXACT = ("--fmad=false",)
+
+
+def _stage(d: Any, x: Any, kind: int, p: Any) -> Any:
+    if kind == CLIP:
+        return np.clip(d, -p, p)
+    if kind == DECAY:
+        return d + p * x
+    return d
+
+
+def _grad(g: Any, x: Any, s1: int, p1: Any, s2: int, p2: Any) -> Any:
+    return _stage(_stage(g, x, s1, p1), x, s2, p2)
+
+
+def _descent_twin(g: Any, s1: int, p1: Any, s2: int, p2: Any, eta: Any, x: Any) -> None:
+    d = _grad(g, x, s1, p1, s2, p2)
+    x -= d * eta
+
+
+def _momentum_twin(g: Any, s1: int, p1: Any, s2: int, p2: Any, eta: Any, rho: Any,
+                   x: Any, v: Any) -> None:
+    d = _grad(g, x, s1, p1, s2, p2)
+    vi = v * rho + eta * d
+    v[...] = vi
+    x -= vi
+
+
+def _adam_twin(g: Any, s1: int, p1: Any, s2: int, p2: Any, b1: Any, b2: Any, omb1: Any,
+               omb2: Any, scale: Any, rsq: Any, eps: Any, eta: Any, lam: Any, mode: int,
+               x: Any, m: Any, v: Any) -> None:
+    d = _grad(g, x, s1, p1, s2, p2)
+    mi = m * b1 + omb1 * d
+    vi = v * b2 + omb2 * (d * d)
+    m[...] = mi
+    v[...] = vi
+    adam = scale * mi / (np.sqrt(vi) * rsq + eps)
+    if mode == ADAMW_COUPLED:
+        step = eta * (adam + lam * x)
+    elif mode == ADAMW_DECOUPLED:
+        step = eta * adam + lam * x
+    else:
+        step = adam
+    x -= step
+
+
+DESCENT = register(Elementwise(
+    "kiln_descent", f"{_STAGE_PARAMS}, T eta", "T x",
+    _GRAD + "x = x - d * eta;",
+    _descent_twin, _STAGE_SCALARS | {"eta"}, _STAGES, _EXACT))
+
+MOMENTUM = register(Elementwise(
+    "kiln_momentum", f"{_STAGE_PARAMS}, T eta, T rho", "T x, T v",
+    _GRAD + """const T vi = v * rho + eta * d;
+v = vi;
+x = x - vi;""",
+    _momentum_twin, _STAGE_SCALARS | {"eta", "rho"}, _STAGES, _EXACT))
+
+ADAM = register(Elementwise(
+    "kiln_adam",
+    f"{_STAGE_PARAMS}, T b1, T b2, T omb1, T omb2, T scale, T rsq, T eps, T eta, T lam, "
+    "int32 mode",
+    "T x, T m, T v",
+    _GRAD + """const T xi = x;
+const T mi = m * b1 + omb1 * d;
+const T vi = v * b2 + omb2 * (d * d);
+m = mi;
+v = vi;
+const T adam = scale * mi / (sqrt(vi) * rsq + eps);
+T step = adam;
+if (mode == 1) {
+  step = eta * (adam + lam * xi);
+} else if (mode == 2) {
+  step = eta * adam + lam * xi;
+}
+x = xi - step;""",
+    _adam_twin,
+    _STAGE_SCALARS | {"b1", "b2", "omb1", "omb2", "scale", "rsq", "eps", "eta", "lam", "mode"},
+    _STAGES, _EXACT))
+
+
+def stage_args(x: Any, stages: Sequence[tuple[int, float]]) -> tuple:
+    """``(s1, p1, s2, p2)`` for up to two ``(kind, value)`` stages, values in ``x``'s dtype."""
+    if len(stages) > 2:
+        raise ValueError(f"at most two gradient stages fit a kernel; got {len(stages)}")
+    t = x.dtype.type
+    padded = [*stages, *[(NONE, 0.0)] * (2 - len(stages))]
+    return (np.int32(padded[0][0]), t(padded[0][1]), np.int32(padded[1][0]), t(padded[1][1]))
+
+
+def adam_scalars(x: Any, *, eta: float, beta: tuple[float, float], epsilon: float, bt1: Any,
+                 bt2: Any, mode: int = ADAM_MODE, lambda_: float = 0.0) -> tuple:
+    """The Adam kernel's scalars after ``stage_args``: ``bt1, bt2`` are the state's running
+    powers of beta (before this step's), everything is cast to ``x``'s dtype as
+    ``Adam.apply`` / ``AdamW.apply`` cast it, in the same order of operations."""
+    t = x.dtype.type
+    b1, b2, eta_t = t(beta[0]), t(beta[1]), t(eta)
+    scale = t(eta_t / (1 - bt1)) if mode == ADAM_MODE else t(1 / (1 - bt1))
+    return (b1, b2, t(1 - b1), t(1 - b2), scale, t(1 / np.sqrt(1 - bt2)), t(epsilon), eta_t,
+            t(lambda_), np.int32(mode))
+
+
+def launch(kernel: Elementwise, x: Any, g: Any, state: tuple, stages: tuple,
+           scalars: tuple) -> None:
+    """Run ``kernel`` on the GPU over ``x`` and its ``state`` arrays, in place."""
+    compiled(kernel, array_module(x), x.dtype)(g, *stages, *scalars, x, *state)
