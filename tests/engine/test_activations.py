@@ -61,8 +61,9 @@ def test_every_activation_has_a_case():
 
 
 @pytest.mark.parametrize(("name", "f", "tf"), CASES, ids=IDS)
-def test_gradient_against_fd_and_torch(name, f, tf, torch):
-    check_gradients(f, sample(3, 7), torch_f=lambda x: tf(torch, x), torch=torch)
+def test_gradient_against_fd_and_torch(name, f, tf, torch, backend):
+    check_gradients(f, sample(3, 7), torch_f=lambda x: tf(torch, x), torch=torch,
+                    backend=backend)
 
 
 # Large |x|, where naive formulas overflow (exp(1000)) or lose everything to rounding.

@@ -67,7 +67,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("name,shape,out,kernel,stride,pad,dilation,groups,bias,act", CONV_CASES,
                          ids=[c[0] for c in CONV_CASES])
 def test_conv_against_fd_and_torch(name, shape, out, kernel, stride, pad, dilation, groups, bias,
-                                   act, layout, torch):
+                                   act, layout, torch, backend):
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     args = [r(*shape), r(out, shape[1] // groups, kh, kw)] + ([r(out)] if bias else [])
 
@@ -80,7 +80,7 @@ def test_conv_against_fd_and_torch(name, shape, out, kernel, stride, pad, dilati
                        groups=groups)
         return TORCH_ACT[act](y)
 
-    check_gradients(f, *args, torch_f=torch_f, torch=torch)
+    check_gradients(f, *args, torch_f=torch_f, torch=torch, backend=backend)
 
 
 # (id, x shape, kernel, stride, dilation): "same" keeps ceil(size / stride)
@@ -129,7 +129,8 @@ TRANSPOSE_CASES = [
 @pytest.mark.parametrize("name,shape,out,kernel,stride,pad,opad,dilation,groups,bias,act",
                          TRANSPOSE_CASES, ids=[c[0] for c in TRANSPOSE_CASES])
 def test_conv_transpose_against_fd_and_torch(name, shape, out, kernel, stride, pad, opad,
-                                             dilation, groups, bias, act, layout, torch):
+                                             dilation, groups, bias, act, layout, torch,
+                                             backend):
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     args = [r(*shape), r(shape[1], out // groups, kh, kw)] + ([r(out)] if bias else [])
     kw_args = dict(stride=stride, dilation=dilation, groups=groups, output_padding=opad)
@@ -140,7 +141,7 @@ def test_conv_transpose_against_fd_and_torch(name, shape, out, kernel, stride, p
     def torch_f(x, w, b=None):
         return TORCH_ACT[act](F().conv_transpose2d(x, w, b, padding=pad, **kw_args))
 
-    check_gradients(f, *args, torch_f=torch_f, torch=torch)
+    check_gradients(f, *args, torch_f=torch_f, torch=torch, backend=backend)
 
 
 def test_conv_transpose_asymmetric_pad_crops_each_edge(layout, torch):

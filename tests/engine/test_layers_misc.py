@@ -206,7 +206,7 @@ def test_bad_mode_is_refused():
 # ---------------------------------------------------------------- Embedding
 
 
-def test_embedding_against_fd_and_torch(torch):
+def test_embedding_against_fd_and_torch(torch, backend):
     idx = np.random.default_rng(1).integers(0, 7, size=(4, 9))  # many repeated tokens
 
     def f(w):
@@ -216,7 +216,7 @@ def test_embedding_against_fd_and_torch(torch):
 
     check_gradients(f, r(7, 3),
                     torch_f=lambda w: torch.nn.functional.embedding(torch.tensor(idx), w),
-                    torch=torch)
+                    torch=torch, backend=backend)
 
 
 @pytest.mark.parametrize("idx,shape", [

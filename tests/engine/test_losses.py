@@ -9,7 +9,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
+from kiln_engine import _ops as ops
 from kiln_engine import gradient, losses, onecold, onehot, withgradient
+from kiln_engine._backend import array_module
 
 from .gradcheck import check_gradients
 
@@ -191,17 +193,21 @@ def _bind(case: Case, agg: str | None) -> tuple:
 
 
 @pytest.mark.parametrize(("case", "agg"), GRID, ids=[f"{c.id}-{a}" for c, a in GRID])
-def test_loss_against_fd_and_torch(case, agg, torch):
+def test_loss_against_fd_and_torch(case, agg, torch, backend):
     f, tf = _bind(case, agg)
-    check_gradients(f, *case.args, torch_f=tf, torch=torch, wrt=case.wrt)
+    check_gradients(f, *case.args, torch_f=tf, torch=torch, wrt=case.wrt, backend=backend)
 
 
 @pytest.mark.parametrize("agg", ["mean", "sum"])
-def test_mse_against_a_constant_target(agg, torch):
+def test_mse_against_a_constant_target(agg, torch, backend):
     """A constant target takes mse's fused one-node path (the grid tracks both sides)."""
     target = r(4, 3)
     kagg, tagg = AGGS[agg]
-    check_gradients(lambda a: losses.mse(a, target, agg=kagg), r(4, 3), torch=torch,
+
+    def f(a):  # the target on the prediction's device
+        return losses.mse(a, array_module(ops.data(a)).asarray(target), agg=kagg)
+
+    check_gradients(f, r(4, 3), torch=torch, backend=backend,
                     torch_f=lambda a: tagg(F().mse_loss(a, torch.tensor(target), reduction="none")))
 
 

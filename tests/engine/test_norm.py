@@ -23,6 +23,8 @@ from kiln_engine import (
     testmode,
     trainmode,
 )
+from kiln_engine._backend import array_module
+from kiln_engine._ops import data
 from kiln_engine._tape import _state
 
 from .gradcheck import check_gradients
@@ -60,14 +62,15 @@ BN_CASES = [
 
 
 @pytest.mark.parametrize("name,shape,act,tact,train", BN_CASES, ids=[c[0] for c in BN_CASES])
-def test_batchnorm_against_fd_and_torch(name, shape, act, tact, train, torch):
+def test_batchnorm_against_fd_and_torch(name, shape, act, tact, train, torch, backend):
     c = shape[1]
     running_mean, running_var = r(c), r(c, lo=0.5, hi=2.0)
 
     def f(x, w, b):
         m = BatchNorm(c, act, dtype=np.float64, active=train)
         m.weight, m.bias = w, b
-        m.running_mean, m.running_var = running_mean.copy(), running_var.copy()
+        xp = array_module(data(x))  # the statistics on the input's device
+        m.running_mean, m.running_var = xp.asarray(running_mean), xp.asarray(running_var)
         return m(x)
 
     def torch_f(x, w, b):
@@ -75,7 +78,7 @@ def test_batchnorm_against_fd_and_torch(name, shape, act, tact, train, torch):
                                    momentum=0.1, eps=1e-5))
 
     check_gradients(f, r(*shape) * 3 + 1, r(c, lo=0.5, hi=1.5), r(c), torch_f=torch_f,
-                    torch=torch)
+                    torch=torch, backend=backend)
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -116,7 +119,7 @@ LN_CASES = [
 
 
 @pytest.mark.parametrize("name,shape,size,act,tact", LN_CASES, ids=[c[0] for c in LN_CASES])
-def test_layernorm_against_fd_and_torch(name, shape, size, act, tact, torch):
+def test_layernorm_against_fd_and_torch(name, shape, size, act, tact, torch, backend):
     dims = (size,) if isinstance(size, int) else size
 
     def f(x, w, b):
@@ -128,7 +131,7 @@ def test_layernorm_against_fd_and_torch(name, shape, size, act, tact, torch):
         return tact(F().layer_norm(x, dims, w, b, eps=1e-5))
 
     check_gradients(f, r(*shape) * 2 + 0.5, r(*dims, lo=0.5, hi=1.5), r(*dims),
-                    torch_f=torch_f, torch=torch)
+                    torch_f=torch_f, torch=torch, backend=backend)
 
 
 def test_layernorm_without_affine_against_torch(torch):

@@ -126,8 +126,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,fn,torch_fn,inputs", CASES, ids=[c[0] for c in CASES])
-def test_primitive_against_fd_and_torch(name, fn, torch_fn, inputs, torch):
-    check_gradients(fn, *[x.copy() for x in inputs], torch_f=torch_fn, torch=torch)
+def test_primitive_against_fd_and_torch(name, fn, torch_fn, inputs, torch, backend):
+    check_gradients(fn, *[x.copy() for x in inputs], torch_f=torch_fn, torch=torch,
+                    backend=backend)
 
 
 @pytest.mark.parametrize("name,fn,torch_fn,inputs", CASES, ids=[c[0] for c in CASES])

@@ -62,10 +62,11 @@ POOL_CASES = [
 @pytest.mark.parametrize("kind,pool", [("max", maxpool), ("mean", meanpool)])
 @pytest.mark.parametrize("name,shape,window,stride,pad", POOL_CASES,
                          ids=[c[0] for c in POOL_CASES])
-def test_pool_against_fd_and_torch(name, shape, window, stride, pad, kind, pool, torch):
+def test_pool_against_fd_and_torch(name, shape, window, stride, pad, kind, pool, torch,
+                                   backend):
     torch_f = torch_pool(kind, window, window if stride is None else stride, pad)
     check_gradients(lambda x: pool(x, window, stride=stride, pad=pad), r(*shape),
-                    torch_f=torch_f, torch=torch)
+                    torch_f=torch_f, torch=torch, backend=backend)
 
 
 @pytest.mark.parametrize("kind,layer", [("max", MaxPool), ("mean", MeanPool)])

@@ -73,11 +73,13 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,cls,kw,tname,tkw,bias,states", CASES, ids=[c[0] for c in CASES])
-def test_recurrent_against_fd_and_torch(name, cls, kw, tname, tkw, bias, states, torch):
+def test_recurrent_against_fd_and_torch(name, cls, kw, tname, tkw, bias, states, torch,
+                                       backend):
     rows = _gates(cls) * OUT
     weights = [r(rows, IN), r(rows, OUT)] + ([r(rows), r(rows)] if bias else [])
     check_gradients(_kiln(cls, kw, bias), r(B, STEPS, IN), *weights,
-                    *[r(*s) for s in states], torch_f=_torch(tname, tkw, bias), torch=torch)
+                    *[r(*s) for s in states], torch_f=_torch(tname, tkw, bias), torch=torch,
+                    backend=backend)
 
 
 def test_rnn_with_an_unfused_activation_against_a_torch_loop(torch):
