@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+import safetensors.numpy
 from kiln_engine import (
     Adam,
     Chain,
@@ -40,7 +41,10 @@ from kiln_engine import (
     state_dict,
 )
 from kiln_engine import random as kiln_random
+from kiln_engine._backend import device_of, to_host
+from kiln_engine._tree import leaves, map_arrays
 from kiln_engine.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes
+from kiln_engine.optimisers import leaves_of
 from kiln_engine.serialise import weights_from_bytes, weights_to_bytes
 
 
@@ -51,13 +55,17 @@ def digits():
     return (d.data / 16.0).astype(np.float32), d.target.astype(np.int64)
 
 
-def build(hidden=32, batchsize=32, seed=0):
+def build(hidden=32, batchsize=32, seed=0, on=None, dropout=True):
     """The trainer both processes build: dropout (kiln's global generator), a shuffled
     loader, WeightDecay+Adam, a per-epoch schedule on dec, ReduceOnPlateau on enc and
-    an early-stopping criterion (all of which carry state a resume must restore)."""
+    an early-stopping criterion (all of which carry state a resume must restore).
+    ``on``: the backend whose device holds the model and the data (the CPU without)."""
     x, y = digits()
     kiln_random.seed(seed)
-    model = Chain(enc=Chain(Dense(64, hidden, relu), Dropout(0.1)), dec=Chain(Dense(hidden, 10)))
+    enc = Chain(Dense(64, hidden, relu), *([Dropout(0.1)] if dropout else []))
+    model = Chain(enc=enc, dec=Chain(Dense(hidden, 10)))
+    if on is not None:
+        model, x, y = on.put((model, x, y))
     loader = DataLoader((x[:1400], y[:1400]), batchsize=batchsize, shuffle=True, rng=seed)
     return Trainer(lambda m, xb, yb: losses.logitcrossentropy(m(xb), yb), model,
                    setup(OptimiserChain(WeightDecay(1e-4), Adam(1e-3)), model), loader,
@@ -88,6 +96,7 @@ def history(trainer):
 
 
 def same_weights(a, b):
+    a, b = map_arrays(to_host, a), map_arrays(to_host, b)
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -111,18 +120,50 @@ def test_resumed_in_a_new_process_mid_epoch_is_bit_identical(tmp_path):
 
 
 @pytest.mark.parametrize("steps", [57, 88], ids=["mid-epoch", "epoch-boundary"])
-def test_resumed_in_process_is_bit_identical(steps):
-    a = build()
+def test_resumed_in_process_is_bit_identical(steps, backend):
+    a = build(on=backend)
     steer(a, steps)
     blob = checkpoint_to_bytes(a)
     steer(a, 70)
-    b = build()
+    b = build(on=backend)
     steer(b, 5)  # whatever it did before loading is overwritten
     checkpoint_from_bytes(b, blob)
     steer(b, 70)
     assert same_weights(state_dict(a.model), state_dict(b.model))
     assert history(a) == history(b)
     assert a.controls.state() == b.controls.state()
+
+
+def _devices(trainer) -> set[str]:
+    """Where the model's arrays and the optimiser state's arrays are."""
+    arrays = [x for _, x in leaves(trainer.model, trainable=False)]
+    for _, leaf in leaves_of(trainer.opt_state):
+        arrays += [s for s in leaf.state[1][:2]]  # WeightDecay's None, Adam's moments
+    return {device_of(x) for x in arrays}
+
+
+@pytest.mark.parametrize("direction", ["device to cpu", "cpu to device"])
+def test_a_checkpoint_moves_between_devices(direction, device):
+    """Written on one device, resumed on the other: the file holds host arrays, loading
+    puts everything on the device of the trainer it goes into, and training goes on as
+    it would have (bit for bit on the fake device, whose kernels are the CPU's twins)."""
+    src, dst = (device, None) if direction == "device to cpu" else (None, device)
+    a = build(on=src, dropout=False)  # masks come from each device's own generator
+    steer(a, 57)
+    blob = checkpoint_to_bytes(a)
+    assert {k.split("/")[0] for k in safetensors.numpy.load(blob)} == {"model", "optimiser"}
+    steer(a, 40)
+    b = build(on=dst, dropout=False)
+    checkpoint_from_bytes(b, blob)
+    assert _devices(b) == {"cpu" if dst is None else "cuda:0"}
+    steer(b, 40)
+    if device.name == "fake":
+        assert same_weights(state_dict(a.model), state_dict(b.model))
+    else:  # the GPU rounds its sums and transcendentals its own way
+        wa, wb = (map_arrays(to_host, state_dict(t.model)) for t in (a, b))
+        for k in wa:
+            np.testing.assert_allclose(wb[k], wa[k], rtol=1e-3, atol=1e-5, err_msg=k)
+    assert b.state()["steps"] == a.state()["steps"] == 97
 
 
 def test_the_checkpoint_holds_everything_in_force():
