@@ -2,7 +2,8 @@
 
 On start the app opens the database, applies the migrations, makes sure the admin has a
 token (printing a newly generated one once), and starts the reaper, which returns jobs
-whose lease expired to the queue every ``reaper_interval_s`` (claims also reap first).
+whose lease expired to the queue every ``reaper_interval_s`` (the only place they are
+returned: a claim does not reap).
 """
 
 from __future__ import annotations
@@ -45,11 +46,14 @@ def prepare(settings: Settings) -> tuple[object, str | None]:
 
 
 async def _reaper(app: FastAPI) -> None:
+    """Reap on the reaper's own schedule. Every replica runs one: a round is one UPDATE of
+    the running jobs whose lease expired, which a job leaves at the first round that
+    returns it, so replicas' rounds never return a job twice."""
     while True:
         await asyncio.sleep(app.state.settings.reaper_interval_s)
         try:
             reaped = await run_in_threadpool(_reap_once, app)
-        except Exception:  # the next round tries again; the claim path reaps too
+        except Exception:  # the next round tries again
             log.exception("reaper: failed")
             continue
         if reaped:

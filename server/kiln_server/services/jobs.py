@@ -29,6 +29,7 @@ from ..models import (
     Epoch,
     Job,
     JobDataset,
+    JobRequest,
     JobStatus,
     StepBatch,
     User,
@@ -45,6 +46,7 @@ from ..schemas import (
 from ..settings import Settings
 from ..wakeups import QUEUE, tell, touch
 from .jobspec import check_control, check_job, initial_state
+from .settle import settle
 
 __all__ = [
     "EventCursor",
@@ -130,18 +132,23 @@ def state(session: Session, owner: User, job_id: str) -> dict[str, Any]:
 
 
 def _record(session: Session, job: Job, kind: ControlKind, *, path: str = "",
-            hyper: dict[str, Any] | None = None, done: bool = False) -> Control:
-    """A new control row with the job's next number (the caller holds the job's lock)."""
+            hyper: dict[str, Any] | None = None) -> Control:
+    """A new pending control with the job's next number (the caller holds the job's lock)."""
     seq = (session.scalar(select(func.max(Control.seq)).where(Control.job_id == job.id)) or 0) + 1
     control = Control(job_id=job.id, seq=seq, kind=kind, path=path, hyper=hyper or {})
-    if done:
-        control.status = ControlStatus.applied
-        control.applied_epoch, control.applied_step = job.epoch, job.step
-        control.resolved_at = utcnow()
     session.add(control)
     session.flush()
     touch(session, job.id)  # the worker's long-poll answers as soon as this commits
     return control
+
+
+def _carry_out(session: Session, job: Job, kind: ControlKind, status: JobStatus) -> None:
+    """A pause, resume or cancel that no worker has to carry out: the job is ``status``
+    now, and its controls, this one among them, are settled as any change to ``status``
+    settles them."""
+    job.status = status
+    _record(session, job, kind)
+    settle(session, [job.id], status)
 
 
 def _active(job: Job, action: str) -> None:
@@ -175,10 +182,9 @@ def pause(session: Session, owner: User, job_id: str) -> Job:
     if job.requested is not None:
         raise _already_requested(job)
     if job.status == JobStatus.queued:
-        job.status = JobStatus.paused
-        _record(session, job, ControlKind.pause, done=True)
+        _carry_out(session, job, ControlKind.pause, JobStatus.paused)
     else:
-        job.requested = "pause"
+        job.requested = JobRequest.pause
         _record(session, job, ControlKind.pause)
     return job
 
@@ -188,9 +194,9 @@ def resume(session: Session, owner: User, job_id: str) -> Job:
     job = get(session, owner, job_id, lock=True)
     if job.status != JobStatus.paused:
         raise ConflictError(f"cannot resume job {job_id!r}: it is {job.status.value}, not paused")
-    job.status, job.queued_at = JobStatus.queued, utcnow()
+    job.queued_at = utcnow()
     touch(session, QUEUE)
-    _record(session, job, ControlKind.resume, done=True)
+    _carry_out(session, job, ControlKind.resume, JobStatus.queued)
     return job
 
 
@@ -198,14 +204,14 @@ def cancel(session: Session, owner: User, job_id: str) -> Job:
     """Cancel: at once if no worker holds the job, else at the worker's next heartbeat."""
     job = get(session, owner, job_id, lock=True)
     _active(job, "cancel")
-    if job.requested == "cancel":  # a pause requested may still become a cancel
+    if job.requested == JobRequest.cancel:  # a pause requested may still become a cancel
         raise _already_requested(job)
     if job.status == JobStatus.running:
-        job.requested = "cancel"
+        job.requested = JobRequest.cancel
         _record(session, job, ControlKind.cancel)
     else:
-        job.status, job.finished_at = JobStatus.cancelled, utcnow()
-        _record(session, job, ControlKind.cancel, done=True)
+        job.finished_at = utcnow()
+        _carry_out(session, job, ControlKind.cancel, JobStatus.cancelled)
     return job
 
 

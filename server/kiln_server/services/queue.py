@@ -12,15 +12,19 @@ job's row and compares the token and the expiry, so a worker that stalled past i
 (and whose job the reaper requeued, or another worker claimed) is refused with a
 ConflictError and changes nothing.
 
-A job's progress (``epoch``, ``step``: epochs and global steps completed) only grows
-while one claim holds it, whichever of its writes (heartbeat, logs, finish) arrives
-first; a new claim starts it again from the checkpoint the new holder resumes from.
+A job's progress (``epoch``, ``step``: epochs and global steps completed) is written in
+two places: a claim starts it at the checkpoint the new holder resumes from, and
+:func:`_report` (every worker write that reports progress: heartbeat, logs, finish)
+advances it, never back, whichever of those writes arrives first.
+
+Reaping is the reaper's alone (app.py runs it every ``reaper_interval_s``): a claim does
+not reap, so it stays one statement on an index.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,19 +35,21 @@ from ..blobs import BlobStore, Staging
 from ..errors import ConflictError, InvalidError, NotFoundError
 from ..models import (
     Control,
-    ControlKind,
     ControlStatus,
     Dataset,
     Epoch,
     Job,
     JobDataset,
+    JobRequest,
     JobStatus,
+    Outcome,
     StepBatch,
     Token,
     Worker,
     utcnow,
 )
 from ..schemas import (
+    Action,
     ControlResults,
     EpochIn,
     Finish,
@@ -53,6 +59,7 @@ from ..schemas import (
     WorkerRegister,
 )
 from ..wakeups import QUEUE, tell, touch
+from .settle import LIFECYCLE, settle
 
 __all__ = [
     "claim",
@@ -71,8 +78,6 @@ __all__ = [
     "worker_for",
 ]
 
-_LIFECYCLE = (ControlKind.pause, ControlKind.cancel)
-
 
 def register(session: Session, token: Token, body: WorkerRegister) -> Worker:
     worker = Worker(token_id=token.id, name=body.name, device=body.device)
@@ -89,45 +94,33 @@ def worker_for(session: Session, token: Token, worker_id: str) -> Worker:
     return worker
 
 
-def _resolve_lifecycle(session: Session, job_ids: Iterable[str], kinds: Iterable[ControlKind],
-                       status: ControlStatus, epoch: int | None, step: int | None,
-                       reason: str | None = None) -> None:
-    """Mark the pending controls of ``kinds`` on these jobs resolved."""
-    session.execute(update(Control).where(
-        Control.job_id.in_(list(job_ids)), Control.kind.in_(list(kinds)),
-        Control.status == ControlStatus.pending,
-    ).values(status=status, applied_epoch=epoch, applied_step=step, reason=reason,
-             resolved_at=utcnow()))
-
-
 def _let_go(session: Session, which: ColumnElement[bool], now: datetime, why: str
             ) -> list[str]:
     """End the hold on the running jobs ``which`` selects: each goes back to the queue (or
     to paused / cancelled when that was requested, the request then applied ``why``),
-    keeping its attempt, checkpoint and pending adjust/freeze/thaw for the next holder.
+    keeping its attempt and checkpoint for the next holder, its pending controls settled
+    for the status it takes (a queued or paused job keeps its adjust, freeze and thaw).
     The ids of the jobs let go."""
     rows = session.execute(update(Job).where(Job.status == JobStatus.running, which).values(
-        status=case((Job.requested == "cancel", JobStatus.cancelled.value),
-                    (Job.requested == "pause", JobStatus.paused.value),
+        status=case((Job.requested == JobRequest.cancel, JobStatus.cancelled.value),
+                    (Job.requested == JobRequest.pause, JobStatus.paused.value),
                     else_=JobStatus.queued.value),
-        finished_at=case((Job.requested == "cancel", now), else_=Job.finished_at),
+        finished_at=case((Job.requested == JobRequest.cancel, now), else_=Job.finished_at),
         requested=None, lease_token=None, lease_expires_at=None, worker_id=None,
     ).returning(Job.id, Job.status), execution_options={"synchronize_session": False}).all()
     for job_id, status in rows:
         touch(session, job_id)  # its long-poll learns at once that the lease is gone
         if status == JobStatus.queued:
             touch(session, QUEUE)
-    for status in (JobStatus.paused, JobStatus.cancelled):
-        ids = [i for i, s in rows if s == status]
-        if ids:
-            _resolve_lifecycle(session, ids, _LIFECYCLE, ControlStatus.applied, None, None,
-                               f"applied {why}")
+    for status in {s for _, s in rows}:
+        settle(session, [i for i, s in rows if s == status], status, why)
     return [i for i, _ in rows]
 
 
 def reap(session: Session, now: datetime | None = None) -> list[str]:
     """Return running jobs whose lease expired to the queue (or to paused / cancelled when
-    that was requested); the ids of the jobs reaped."""
+    that was requested); the ids of the jobs reaped. The reaper's round: idempotent, so
+    every API replica may run it."""
     now = now or utcnow()
     return _let_go(session, Job.lease_expires_at < now, now,
                    "when the worker's lease expired")
@@ -153,7 +146,6 @@ def requeue_held_by(session: Session, token_id: str, name: str) -> list[str]:
 def claim(session: Session, worker: Worker, lease_s: float) -> Job | None:
     """Atomically take the oldest queued job for ``worker``, with a new lease; None if none."""
     now = utcnow()
-    reap(session, now)
     pick = (select(Job.id).where(Job.status == JobStatus.queued)
             .order_by(Job.queued_at, Job.id).limit(1)
             .with_for_update(skip_locked=True).scalar_subquery())
@@ -214,12 +206,12 @@ def _leased_with(session: Session, job_id: str, lease: str, staged: Staging | No
 
 
 def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_s: float
-              ) -> tuple[Job, str, list[Control]]:
+              ) -> tuple[Job, Action, list[Control]]:
     """Renew the lease; what the worker should do, and the controls it has yet to apply."""
     job = _leased(session, job_id, lease)
     now = utcnow()
     job.lease_expires_at = now + timedelta(seconds=lease_s)
-    moved = _progress(job, body.epoch, body.step)
+    moved = _report(session, job, body.epoch, body.step)
     if body.steps_per_epoch not in (None, job.steps_per_epoch):
         job.steps_per_epoch = body.steps_per_epoch
         moved = True
@@ -230,20 +222,17 @@ def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_
                         .values(last_seen_at=now))
     pending = session.scalars(select(Control).where(
         Control.job_id == job.id, Control.status == ControlStatus.pending,
-        Control.kind.not_in(_LIFECYCLE)).order_by(Control.seq))
-    return job, job.requested or "continue", list(pending)
+        Control.kind.not_in(LIFECYCLE)).order_by(Control.seq))
+    return job, _action(job), list(pending)
 
 
-def _progress(job: Job, epoch: int = 0, step: int = 0) -> bool:
-    """Progress reported under the job's lease: it never goes back (a heartbeat sent
-    before a log post may arrive after it). Whether it moved."""
-    before = job.epoch, job.step
-    job.epoch, job.step = max(job.epoch, epoch), max(job.step, step)
-    return (job.epoch, job.step) != before
+def _action(job: Job) -> Action:
+    """What the worker holding ``job`` is asked to do."""
+    return Action(job.requested) if job.requested else Action.continue_
 
 
 def controls_after(session: Session, job_id: str, lease: str, after: int
-                   ) -> tuple[str, list[Control], int]:
+                   ) -> tuple[Action, list[Control], int]:
     """What a worker's controls long-poll reads: the action asked of it, the pending
     adjust/freeze/thaw numbered above ``after``, and the highest number above ``after``
     (``after`` if none): every control up to it has now been seen."""
@@ -252,8 +241,8 @@ def controls_after(session: Session, job_id: str, lease: str, after: int
                                                       Control.seq > after)
                                 .order_by(Control.seq)))
     pending = [c for c in rows
-               if c.status == ControlStatus.pending and c.kind not in _LIFECYCLE]
-    return job.requested or "continue", pending, rows[-1].seq if rows else after
+               if c.status == ControlStatus.pending and c.kind not in LIFECYCLE]
+    return _action(job), pending, rows[-1].seq if rows else after
 
 
 def post_logs(session: Session, job_id: str, lease: str, body: LogsIn) -> None:
@@ -267,19 +256,25 @@ def post_logs(session: Session, job_id: str, lease: str, body: LogsIn) -> None:
     An epoch row posted again overwrites its row, never doubles it.
     """
     job = _leased(session, job_id, lease)
-    _store_logs(session, job, body.steps, body.epochs)
-    if body.epochs:
-        _progress(job, step=body.step)
-
-
-def _store_logs(session: Session, job: Job, steps: StepsIn | None, epochs: list[EpochIn]
-                ) -> None:
-    """What a log post or a finish brings: a step batch and epoch rows, either optional."""
+    _report(session, job, step=body.step if body.epochs else 0, steps=body.steps,
+            epochs=body.epochs)
     tell(session, job.id)
+
+
+def _report(session: Session, job: Job, epoch: int = 0, step: int = 0,
+            steps: StepsIn | None = None, epochs: Sequence[EpochIn] = ()) -> bool:
+    """What a worker reports under the job's lease: the progress it states, and a step
+    batch and epoch rows (either optional) to store, which count as progress too. The one
+    writer of a claimed job's progress: it never goes back (a heartbeat sent before a log
+    post may arrive after it). Whether it moved."""
     if steps is not None:
         _store_steps(session, job, steps)
+        step = max(step, steps.first_step + len(steps.losses) - 1)
     if epochs:
-        _store_epochs(session, job, epochs)
+        epoch = max(epoch, _store_epochs(session, job, epochs))
+    before = job.epoch, job.step
+    job.epoch, job.step = max(job.epoch, epoch), max(job.step, step)
+    return (job.epoch, job.step) != before
 
 
 def _store_steps(session: Session, job: Job, body: StepsIn) -> None:
@@ -287,10 +282,10 @@ def _store_steps(session: Session, job: Job, body: StepsIn) -> None:
                                             StepBatch.first_step >= body.first_step))
     session.add(StepBatch(job_id=job.id, epoch=body.epoch, first_step=body.first_step,
                           losses=body.losses))
-    _progress(job, step=body.first_step + len(body.losses) - 1)
 
 
-def _store_epochs(session: Session, job: Job, rows: list[EpochIn]) -> None:
+def _store_epochs(session: Session, job: Job, rows: Sequence[EpochIn]) -> int:
+    """Store the epoch rows (and the last as the job's ``latest``); the last's number."""
     existing = {e.epoch: e for e in session.scalars(select(Epoch).where(
         Epoch.job_id == job.id, Epoch.epoch.in_([e.epoch for e in rows])))}
     for e in rows:
@@ -302,7 +297,7 @@ def _store_epochs(session: Session, job: Job, rows: list[EpochIn]) -> None:
     if job.latest is None or last.epoch >= job.latest["epoch"]:
         job.latest = {"epoch": last.epoch, "train_loss": last.train_loss,
                       "val_loss": last.val_loss, "metrics": last.metrics}
-    _progress(job, epoch=last.epoch)
+    return last.epoch
 
 
 def control_results(session: Session, job_id: str, lease: str, body: ControlResults) -> None:
@@ -314,12 +309,12 @@ def control_results(session: Session, job_id: str, lease: str, body: ControlResu
         Control.job_id == job.id, Control.seq.in_(seqs)))}
     for i, r in enumerate(body.results):
         control = by_seq.get(r.seq)
-        if control is None or control.kind in _LIFECYCLE:
+        if control is None or control.kind in LIFECYCLE:
             raise InvalidError(["body", "results", i, "seq"], f"job {job_id!r} has no adjust, "
                                f"freeze or thaw control {r.seq}")
         if control.status != ControlStatus.pending:
             continue  # reported again after a retry: the first report stands
-        if r.status == "applied" and (r.epoch is None or r.step is None):
+        if r.status == ControlStatus.applied and (r.epoch is None or r.step is None):
             raise InvalidError(["body", "results", i],
                                "an applied control needs its epoch and step")
         control.status = ControlStatus(r.status)
@@ -351,33 +346,14 @@ def finish(session: Session, job_id: str, lease: str, body: Finish,
     job = _leased_with(session, job_id, lease, weights)
     if weights is not None:
         job.weights_sha256 = blobs.commit(weights)
-    _store_logs(session, job, body.steps, body.epochs)
-    now = utcnow()
+    _report(session, job, body.epoch, body.step, body.steps, body.epochs)
+    tell(session, job.id)
     job.status = JobStatus(body.status)
-    _progress(job, body.epoch, body.step)
-    job.error = body.error if body.status == "failed" else None
+    job.error = body.error if body.status == Outcome.failed else None
     job.requested = None
     job.lease_token = job.lease_expires_at = job.worker_id = None
     touch(session, job.id)  # the job's long-poll ends now, not when its wait runs out
-    if body.status != "paused":
-        job.finished_at = now
-    # One read of the controls still pending (usually none) settles them all: a pause or
-    # cancel that this finish carried out is applied; any other lifecycle request, and
-    # (unless paused, to resume) any adjust, freeze or thaw, can no longer happen.
-    applied = {"paused": (ControlKind.pause,),
-               "cancelled": (ControlKind.cancel, ControlKind.pause)}.get(body.status, ())
-    for control in session.scalars(select(Control).where(
-            Control.job_id == job.id, Control.status == ControlStatus.pending)):
-        if control.kind in applied:
-            control.status = ControlStatus.applied
-            control.applied_epoch, control.applied_step = job.epoch, job.step
-        elif control.kind in _LIFECYCLE:
-            control.status = ControlStatus.rejected
-            control.reason = f"the job {body.status} first"
-        elif body.status != "paused":
-            control.status = ControlStatus.rejected
-            control.reason = f"the job {body.status} before the control applied"
-        else:
-            continue
-        control.resolved_at = now
+    if body.status != Outcome.paused:
+        job.finished_at = utcnow()
+    settle(session, [job.id], job.status)
     return job

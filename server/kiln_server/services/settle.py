@@ -1,0 +1,64 @@
+"""What becomes of a job's pending controls when it changes status: one table, one statement.
+
+Every way a job leaves a status settles its controls here: a worker's finish, a release,
+the reaper, the jobs of a dead worker let go, and a pause, resume or cancel carried out
+at once on a job no worker holds. The status the job enters decides, by kind: a control
+it carries out is applied, stamped with the job's progress at that moment; one it can no
+longer carry out is rejected, saying why; any other stays pending for the worker that
+takes the job next (a queued or paused job keeps its adjust, freeze and thaw).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import ColumnElement, case, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from ..models import Control, ControlKind, ControlStatus, Job, JobStatus, utcnow
+
+__all__ = ["LIFECYCLE", "VERDICTS", "settle"]
+
+#: The controls of a job's lifecycle, which a worker does not apply to its optimiser.
+LIFECYCLE = (ControlKind.pause, ControlKind.cancel, ControlKind.resume)
+
+_APPLIED, _REJECTED = ControlStatus.applied, ControlStatus.rejected
+_TUNING = (ControlKind.adjust, ControlKind.freeze, ControlKind.thaw)
+
+#: Per status a job enters, what each kind of pending control becomes (a kind not named
+#: stays pending; a finished job has none left). A running job settles nothing: its
+#: worker applies its controls.
+VERDICTS: dict[JobStatus, dict[ControlKind, ControlStatus]] = {
+    JobStatus.queued: {ControlKind.resume: _APPLIED},
+    JobStatus.paused: {ControlKind.pause: _APPLIED, ControlKind.cancel: _REJECTED},
+    JobStatus.cancelled: {ControlKind.cancel: _APPLIED, ControlKind.pause: _APPLIED,
+                          ControlKind.resume: _REJECTED, **dict.fromkeys(_TUNING, _REJECTED)},
+    JobStatus.succeeded: dict.fromkeys(ControlKind, _REJECTED),
+    JobStatus.failed: dict.fromkeys(ControlKind, _REJECTED),
+}
+
+
+def settle(session: Session, job_ids: Collection[str], status: JobStatus,
+           how: str | None = None) -> None:
+    """Settle the pending controls of ``job_ids``, which have just entered ``status``, as
+    :data:`VERDICTS` says. ``how`` says how the applied ones were carried out when no
+    worker said so ("when the worker's lease expired"); their reason, else none."""
+    verdicts = VERDICTS[status]
+    applied = [k for k, v in verdicts.items() if v == _APPLIED]
+
+    def progress(column: InstrumentedAttribute[int]) -> ColumnElement[int | None]:
+        """The job's, read in the statement, for an applied control."""
+        return case((Control.kind.in_(applied),
+                     select(column).where(Job.id == Control.job_id).scalar_subquery()))
+
+    session.execute(
+        update(Control).where(Control.job_id.in_(list(job_ids)),
+                              Control.status == ControlStatus.pending,
+                              Control.kind.in_(list(verdicts)))
+        .values(status=case(*((Control.kind == k, v.value) for k, v in verdicts.items())),
+                reason=case((Control.kind.in_(applied), f"applied {how}" if how else None),
+                            (Control.kind.in_(LIFECYCLE), f"the job {status} first"),
+                            else_=f"the job {status} before the control applied"),
+                applied_epoch=progress(Job.epoch), applied_step=progress(Job.step),
+                resolved_at=utcnow()),
+        execution_options={"synchronize_session": False})
