@@ -19,14 +19,22 @@ from kiln_engine.kernels import optimisers as ok
 from kiln_engine.kernels import xent as xk
 from kiln_engine.layers.dense import dense
 from kiln_engine.optimisers import (
+    AccumGrad,
     Adam,
     AdamW,
     ClipGrad,
+    ClipNorm,
     Descent,
     Momentum,
+    Nesterov,
     OptimiserChain,
+    RMSProp,
     WeightDecay,
+    _fused,
+    setup,
+    update,
 )
+from kiln_engine.optimisers._kernels import plan
 
 DTYPES = [np.float32, np.float64]
 
@@ -53,41 +61,18 @@ STAGES = {"none": [], "clip": [ClipGrad(0.5)], "decay": [WeightDecay(0.05)],
           "decay+clip": [WeightDecay(0.05), ClipGrad(0.5)]}
 
 
-def _stage(rule) -> tuple[int, float]:
-    return (ok.CLIP, rule.delta) if isinstance(rule, ClipGrad) else (ok.DECAY, rule.lambda_)
-
-
-def _twin_step(core, stages, x, g, state) -> tuple:
-    """One step by the kernel's twin; returns the core rule's next state."""
-    sa = ok.stage_args(x, [_stage(s) for s in stages])
-    if isinstance(core, Descent):
-        ok.DESCENT.twin(g, *sa, x.dtype.type(core.eta), x)
-        return state
-    if isinstance(core, Momentum):
-        t = x.dtype.type
-        ok.MOMENTUM.twin(g, *sa, t(core.eta), t(core.rho), x, state)
-        return state
-    m, v, (bt1, bt2) = state
-    mode = ok.ADAM_MODE if not isinstance(core, AdamW) else \
-        ok.ADAMW_COUPLED if core.couple else ok.ADAMW_DECOUPLED
-    scalars = ok.adam_scalars(x, eta=core.eta, beta=core.beta, epsilon=core.epsilon, bt1=bt1,
-                              bt2=bt2, mode=mode, lambda_=getattr(core, "lambda_", 0.0))
-    ok.ADAM.twin(g, *sa, *scalars, x, m, v)
-    b1, b2 = x.dtype.type(core.beta[0]), x.dtype.type(core.beta[1])
-    return (m, v, (bt1 * b1, bt2 * b2))
-
-
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the NaN and inf entries
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("stages", STAGES, ids=list(STAGES))
 @pytest.mark.parametrize("core", CORES, ids=repr)
 def test_optimiser_twin_is_the_rule(core, stages, dtype):
+    """The registry's plan for a rule (or chain), run by the kernel's twin, is its apply."""
     rng = np.random.default_rng(0)
-    chain = OptimiserChain(*STAGES[stages], core)
+    chain = OptimiserChain(*STAGES[stages], core) if STAGES[stages] else core
     x = rng.normal(size=(6, 7)).astype(dtype)
     x_twin = x.copy()
     state = chain.init(x)
-    twin_state = core.init(x_twin)
+    twin_state = chain.init(x_twin)
     for step in range(4):
         g = rng.normal(size=x.shape).astype(dtype)
         g[0, :4] = [np.nan, np.inf, -np.inf, -0.0]  # the clip and the moments see them
@@ -95,10 +80,67 @@ def test_optimiser_twin_is_the_rule(core, stages, dtype):
             g[1] = 0.0
         state, dx = chain.apply(state, x, g.copy())
         x -= dx
-        twin_state = _twin_step(core, STAGES[stages], x_twin, g, twin_state)
+        p = plan(chain, x_twin, twin_state)
+        p.kernel.twin(g, *p.scalars, x_twin, *p.arrays)
+        twin_state = p.state
         assert_bits(x_twin, x, f"x after step {step}")
-        for i, (a, b) in enumerate(zip(_arrays(twin_state), _arrays(state[-1]), strict=True)):
+        core_state = (lambda s: s[-1]) if chain is not core else (lambda s: s)
+        for i, (a, b) in enumerate(zip(_arrays(core_state(twin_state)),
+                                       _arrays(core_state(state)), strict=True)):
             assert_bits(a, b, f"state array {i} after step {step}")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stages", STAGES, ids=list(STAGES))
+@pytest.mark.parametrize("core", CORES, ids=repr)
+def test_cpu_kernels_after_stages_are_the_rules(core, stages, dtype, monkeypatch):
+    """The numba builds, chained stages included, against the reference path."""
+    rule = OptimiserChain(*STAGES[stages], core)
+    rng = np.random.default_rng(7)
+    fused = {"w": rng.normal(size=(30, 11)).astype(dtype)}
+    ref = {"w": fused["w"].copy()}
+    s1, s2 = setup(rule, fused), setup(rule, ref)
+    for _ in range(3):
+        g = {"w": rng.normal(size=(30, 11)).astype(dtype) * 2}
+        g["w"][0, :3] = [np.nan, np.inf, -0.0]
+        monkeypatch.setattr(_fused, "enabled", True)
+        update(s1, fused, g)
+        monkeypatch.setattr(_fused, "enabled", False)
+        update(s2, ref, g)
+    assert plan(rule, fused["w"], s1.w.state) is not None
+    assert_bits(fused["w"], ref["w"], "x")
+
+
+@pytest.mark.parametrize("rule", [
+    OptimiserChain(ClipGrad(1.0), WeightDecay(0.1), ClipGrad(2.0), Adam()),  # three stages
+    OptimiserChain(ClipNorm(1.0), Adam()), OptimiserChain(AccumGrad(2), Descent()),
+    OptimiserChain(Adam(), WeightDecay(0.1)), OptimiserChain(), Nesterov(), RMSProp()],
+    ids=repr)
+def test_rules_no_kernel_does_have_no_plan(rule):
+    x = np.ones(3, np.float32)
+    assert plan(rule, x, rule.init(x)) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.complex64])
+def test_only_float32_and_float64_have_a_plan(dtype):
+    x = np.ones(3, dtype)
+    assert plan(Adam(), x, Adam().init(x)) is None
+
+
+def test_the_generic_update_names_no_concrete_rule():
+    """The interface and the update find kernels through the registry alone."""
+    import ast
+    from pathlib import Path
+
+    import kiln_engine.optimisers as opt
+
+    rules = set(opt.RULES) - {"OptimiserChain"}
+    for module in ("interface.py", "_fused.py", "_kernels.py"):
+        tree = ast.parse((Path(opt.__file__).parent / module).read_text())
+        names = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                 for a in n.names}
+        assert not names & rules, f"{module} imports {sorted(names & rules)}"
 
 
 def _arrays(state) -> list:
@@ -198,11 +240,26 @@ def test_optimiser_kernel_matches_its_twin_bit_for_bit(kernel, dtype, device):
                                            bt1=t(0.9), bt2=t(0.999), mode=ok.ADAMW_DECOUPLED,
                                            lambda_=0.1), state)}[kernel]
     on = device.put([x, g, *state])
-    ok.launch(spec, on[0], on[1], tuple(on[2:]), sa, scalars)
+    ok.launch(spec, on[0], on[1], tuple(on[2:]), sa + scalars)
     spec.twin(g, *sa, *scalars, x, *state)
     got = device.host([on[0], *on[2:]])
     for name, a, b in zip(["x", "first moment", "second moment"], got, [x, *state]):
         assert_bits(a, b, name)
+
+
+@pytest.mark.parametrize("rule", [Descent(0.1), Momentum(0.01), Adam(0.01),
+                                  OptimiserChain(ClipGrad(1.0), WeightDecay(0.1), AdamW(0.01))],
+                         ids=repr)
+def test_a_device_update_takes_the_kernel(rule, device, monkeypatch):
+    """On a GPU the registry's kernel steps the leaf, not the rule's dozen cupy calls."""
+    def refuse(*args):
+        raise AssertionError("the reference path ran")
+
+    monkeypatch.setattr(_fused, "step_leaf", refuse)
+    x = device.put(np.ones((3, 4), np.float32))
+    state = setup(rule, x)
+    update(state, x, device.put(np.ones((3, 4), np.float32)))
+    assert not np.array_equal(device.host(x), np.ones((3, 4)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

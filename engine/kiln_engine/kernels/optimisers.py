@@ -3,12 +3,13 @@ after up to two gradient stages (ClipGrad, WeightDecay) as an OptimiserChain put
 
 Each kernel reads the gradient, the parameter and its state once and writes them once,
 doing per entry exactly what the rules' ``apply`` does (``optimisers/rules.py``,
-``optimisers/modifiers.py``), in the same order. Compiled with ``--fmad=false`` (no
-multiply-add contraction; division and square root are IEEE-exact by default), a GPU
-then gives the very bits the CPU does. The scalars (rates, bias corrections) are
-computed once per step on the host by the ``*_scalars`` helpers, in the parameter's
-dtype, exactly as the rules compute them; the numba kernels of the CPU path take the
-same scalars.
+``optimisers/modifiers.py``), in the same order. Three builds of each, one argument list:
+the CUDA source (compiled with ``--fmad=false``: no multiply-add contraction, and
+division and square root are IEEE-exact by default, so a GPU gives the CPU's very bits),
+the numba loop that the CPU path runs (:data:`CPU`, by kernel name; no fast-math, no
+contraction) and the numpy twin. The scalars (rates, bias corrections) are computed once
+a step on the host, in the parameter's dtype, exactly as the rules compute them: the
+rules hand them over through the registry (``optimisers/_kernels.py``).
 
 A stage is ``(kind, value)``: :data:`CLIP` clamps the gradient to ``[-value, value]``
 (numpy's clip: a NaN stays NaN), :data:`DECAY` adds ``value * x``.
@@ -24,8 +25,13 @@ import numpy as np
 from .._backend import array_module
 from . import Elementwise, compiled, register
 
-__all__ = ["ADAM", "ADAMW_COUPLED", "ADAMW_DECOUPLED", "ADAM_MODE", "CLIP", "DECAY", "DESCENT",
-           "MOMENTUM", "NONE", "adam_scalars", "launch", "stage_args"]
+__all__ = ["ADAM", "ADAMW_COUPLED", "ADAMW_DECOUPLED", "ADAM_MODE", "CLIP", "CPU", "DECAY",
+           "DESCENT", "MOMENTUM", "NONE", "adam_scalars", "launch", "stage_args"]
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a dependency; this keeps a bare install working
+    njit = None
 
 #: Gradient stages.
 NONE, CLIP, DECAY = 0, 1, 2
@@ -150,7 +156,85 @@ def adam_scalars(x: Any, *, eta: float, beta: tuple[float, float], epsilon: floa
             t(lambda_), np.int32(mode))
 
 
-def launch(kernel: Elementwise, x: Any, g: Any, state: tuple, stages: tuple,
-           scalars: tuple) -> None:
-    """Run ``kernel`` on the GPU over ``x`` and its ``state`` arrays, in place."""
-    compiled(kernel, array_module(x), x.dtype)(g, *stages, *scalars, x, *state)
+def launch(kernel: Elementwise, x: Any, g: Any, state: tuple, scalars: tuple) -> None:
+    """Run ``kernel`` on the GPU over ``x`` and its ``state`` arrays, in place; ``scalars``
+    are ``stage_args`` followed by the kernel's own."""
+    compiled(kernel, array_module(x), x.dtype)(g, *scalars, x, *state)
+
+
+#: The numba build of each kernel, by name: ``run(g, x, *state, scalars)`` over 1-D
+#: contiguous arrays, in place (empty without numba).
+CPU: dict[str, Any] = {}
+
+if njit is not None:
+    _jit = njit(cache=True, nogil=True, error_model="numpy")
+    _inline = njit(cache=True, nogil=True, error_model="numpy", inline="always")
+
+    # Each kernel has two loops: the bare rule's, which LLVM vectorises, and the one with
+    # the stages, whose branches per entry would keep the bare loop from vectorising.
+
+    @_inline
+    def _stage_cpu(d: Any, x: Any, kind: Any, p: Any) -> Any:
+        if kind == CLIP:
+            if d == d:
+                d = d if d > -p else -p
+                d = d if d < p else p
+        elif kind == DECAY:
+            d = d + p * x
+        return d
+
+    @_inline
+    def _staged(g: Any, x: Any, k: tuple) -> Any:
+        return _stage_cpu(_stage_cpu(g, x, k[0], k[1]), x, k[2], k[3])
+
+    @_jit
+    def _descent_cpu(g: Any, x: Any, k: tuple) -> None:
+        if k[0] == NONE and k[2] == NONE:
+            for i in range(x.size):
+                x[i] = x[i] - g[i] * k[4]
+        else:
+            for i in range(x.size):
+                x[i] = x[i] - _staged(g[i], x[i], k) * k[4]
+
+    @_inline
+    def _momentum_one(d: Any, x: Any, v: Any, i: int, k: tuple) -> None:
+        vi = v[i] * k[5] + k[4] * d
+        v[i] = vi
+        x[i] = x[i] - vi
+
+    @_jit
+    def _momentum_cpu(g: Any, x: Any, v: Any, k: tuple) -> None:
+        if k[0] == NONE and k[2] == NONE:
+            for i in range(x.size):
+                _momentum_one(g[i], x, v, i, k)
+        else:
+            for i in range(x.size):
+                _momentum_one(_staged(g[i], x[i], k), x, v, i, k)
+
+    @_inline
+    def _adam_one(d: Any, x: Any, m: Any, v: Any, i: int, k: tuple) -> None:
+        # k: the stages (4), b1, b2, 1-b1, 1-b2, scale, 1/sqrt(1-b2^t), eps, eta, lambda, mode
+        xi = x[i]
+        mi = m[i] * k[4] + k[6] * d
+        vi = v[i] * k[5] + k[7] * (d * d)
+        m[i], v[i] = mi, vi
+        adam = k[8] * mi / (np.sqrt(vi) * k[9] + k[10])
+        if k[13] == ADAM_MODE:
+            step = adam
+        elif k[13] == ADAMW_COUPLED:
+            step = k[11] * (adam + k[12] * xi)
+        else:
+            step = k[11] * adam + k[12] * xi
+        x[i] = xi - step
+
+    @_jit
+    def _adam_cpu(g: Any, x: Any, m: Any, v: Any, k: tuple) -> None:
+        if k[0] == NONE and k[2] == NONE:
+            for i in range(x.size):
+                _adam_one(g[i], x, m, v, i, k)
+        else:
+            for i in range(x.size):
+                _adam_one(_staged(g[i], x[i], k), x, m, v, i, k)
+
+    CPU.update({DESCENT.name: _descent_cpu, MOMENTUM.name: _momentum_cpu,
+                ADAM.name: _adam_cpu})

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._backend import array_module
+from ..kernels import optimisers as kernels
+from ._kernels import register_stage
 from ._rule import Rule, cast
 
 __all__ = ["AccumGrad", "ClipGrad", "ClipNorm", "NonFiniteError", "SignDecay", "WeightDecay"]
@@ -119,3 +121,8 @@ class AccumGrad(Rule):
         if counter == self.n:
             return (acc, 1), acc
         return (acc, counter + 1), None
+
+
+# Stages a fused kernel applies to the gradient before its rule's step (``_kernels.py``).
+register_stage(ClipGrad, lambda r: (kernels.CLIP, r.delta))
+register_stage(WeightDecay, lambda r: (kernels.DECAY, r.lambda_))

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from .._backend import array_module
+from ..kernels import optimisers as kernels
+from ._kernels import register_core
 from ._rule import Rule, abs2, cast, cast_eps, is_half
 
 __all__ = [
@@ -52,7 +54,7 @@ def _update_moments(m: Any, v: Any, dx: Any, b1: Any, b2: Any) -> None:
 def _adam_step(xp: Any, m: Any, v: Any, scale: Any, bt2: Any, eps: Any) -> Any:
     """``scale * m / (sqrt(v) * (1/sqrt(1-b2^t)) + eps)``: Adam's step, one division per entry.
 
-    The fused kernel (``_fused.py``) does these very operations in this order.
+    The fused kernel (``kernels/optimisers.py``) does these very operations in this order.
     """
     den = xp.sqrt(v)
     den *= 1 / np.sqrt(1 - bt2)
@@ -510,3 +512,33 @@ class Lion(Rule):
         return state, step
 
 
+# The fused kernels that step the common rules (``_kernels.py``): each planner hands its
+# kernel the scalars ``apply`` computes, cast the same way, and returns the state ``apply``
+# would leave (a kernel's build runs only for float32 and float64).
+
+
+def _descent_plan(r: Descent, x: Any, state: None) -> tuple:
+    return kernels.DESCENT, (), (cast(x, r.eta),), state
+
+
+def _momentum_plan(r: Momentum, x: Any, v: Any) -> tuple:
+    return kernels.MOMENTUM, (v,), (cast(x, r.eta), cast(x, r.rho)), v
+
+
+def _adam_plan(r: Adam | AdamW, x: Any, state: tuple) -> tuple:
+    m, v, (bt1, bt2) = state
+    if isinstance(r, AdamW):
+        mode = kernels.ADAMW_COUPLED if r.couple else kernels.ADAMW_DECOUPLED
+        lam = r.lambda_
+    else:
+        mode, lam = kernels.ADAM_MODE, 0.0
+    scalars = kernels.adam_scalars(x, eta=r.eta, beta=r.beta, epsilon=r.epsilon, bt1=bt1,
+                                   bt2=bt2, mode=mode, lambda_=lam)
+    b1, b2 = _betas(r, x)
+    return kernels.ADAM, (m, v), scalars, (m, v, (bt1 * b1, bt2 * b2))
+
+
+register_core(Descent, _descent_plan)
+register_core(Momentum, _momentum_plan)
+register_core(Adam, _adam_plan)
+register_core(AdamW, _adam_plan)
