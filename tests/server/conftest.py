@@ -39,6 +39,8 @@ EVENTS_KEEPALIVE_S = 0.5
 #: A user's jobs stream ends after this long (its client reconnects with its last id).
 JOBS_STREAM_MAX_S = 2.0
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+#: How long a server may take to start: generous, for a machine busy with workers.
+START_S = 60.0
 #: The databases the server suite runs against (the ``backend`` fixture).
 BACKENDS = ("sqlite", "postgresql")
 
@@ -77,7 +79,7 @@ class Server:
             cmd += ["--database-url", database_url]
         self.log = open(data_dir / "server.log", "w")  # closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited:\n{(data_dir / 'server.log').read_text()}")
@@ -87,7 +89,7 @@ class Server:
             except httpx.HTTPError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError("server did not become healthy in 30 s")
+        raise RuntimeError(f"server did not become healthy in {START_S:.0f} s")
 
     def client(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"},
