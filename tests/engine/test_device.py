@@ -32,8 +32,7 @@ def test_asking_for_a_gpu_without_one_is_a_clear_error():
         to_device(np.ones(3), "cuda:0")
 
 
-@pytest.mark.skipif(cupy_or_none() is None, reason="needs a GPU with cupy")
-def test_model_round_trips_through_the_gpu():
+def test_model_round_trips_through_the_gpu(device):
     model = Chain(Dense(3, 2, np.tanh))
     on_gpu = gpu(model)
     assert device_of(on_gpu.layers[0].weight) == "cuda:0"

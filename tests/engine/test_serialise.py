@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 from kiln_engine import Chain, Dense, Layer, SpecError, relu
-from kiln_engine._backend import cupy_or_none, device_of
+from kiln_engine._backend import device_of
 from kiln_engine._tree import params
 from kiln_engine.serialise import (
     WeightsError,
@@ -613,8 +613,7 @@ def test_loaded_arrays_are_writable_and_contiguous():
         np.testing.assert_array_equal(fresh.layers.c.weight, model.layers.c.weight)
 
 
-@pytest.mark.skipif(cupy_or_none() is None, reason="needs a GPU with cupy")
-def test_weights_go_back_to_the_models_device():
+def test_weights_go_back_to_the_models_device(device):
     model = kiln_engine.gpu(tied_model(0))
     blob = weights_to_bytes(model)
     fresh = kiln_engine.gpu(tied_model(1))
