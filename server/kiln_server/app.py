@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 
 from . import migrate
 from .api.routes import dashboard, datasets, jobs, system, worker, workers
-from .db import make_engine, make_sessionmaker, session_scope
+from .db import make_engine, make_sessionmaker, session_scope, setup_lock
 from .errors import install_handlers
 from .openapi import document_specs
 from .services import auth, blob_store, queue
@@ -39,9 +39,10 @@ def prepare(settings: Settings) -> tuple[object, str | None]:
     """Open and migrate the database and seed the admin: (engine, new admin token or None)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.url)
-    migrate.upgrade(engine)
-    with session_scope(make_sessionmaker(engine)) as session:
-        token = auth.seed_admin(session, settings.admin_token)
+    with setup_lock(engine):
+        migrate.upgrade(engine)
+        with session_scope(make_sessionmaker(engine)) as session:
+            token = auth.seed_admin(session, settings.admin_token)
     return engine, token
 
 

@@ -90,11 +90,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _migrate(args: argparse.Namespace) -> int:
     from . import migrate
-    from .db import make_engine
+    from .db import make_engine, setup_lock
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(make_engine(settings.url))
+    engine = make_engine(settings.url)
+    with setup_lock(engine):
+        migrate.upgrade(engine)
     print(f"database at {settings.url} is up to date")
     return 0
 

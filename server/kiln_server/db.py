@@ -15,14 +15,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .services.stamps import stamp_changed_jobs
 
-__all__ = ["begin_read_only", "make_engine", "make_sessionmaker", "session_scope"]
+__all__ = ["begin_read_only", "make_engine", "make_sessionmaker", "session_scope", "setup_lock"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: The PostgreSQL advisory lock under which a process migrates the database and seeds
+#: its admin ("klns" as a number).
+SETUP_LOCK = int.from_bytes(b"klns", "big")
 #: The execution option that marks a read-only transaction (a deferred BEGIN on SQLite).
 _READ_ONLY = "kiln_read_only"
 
@@ -71,6 +74,23 @@ def begin_read_only(session: Session) -> None:
     """Begin the session's next transaction as one that only reads (the one after it is a
     writer's again)."""
     session.connection(execution_options={_READ_ONLY: True})  # BEGIN happens here
+
+
+@contextmanager
+def setup_lock(engine: Engine) -> Iterator[None]:
+    """Take turns with the other processes setting up the same database: API replicas
+    that start together would otherwise run the same migration, or create the same
+    admin token, at once, and all but one fail. On PostgreSQL a session-level advisory
+    lock; SQLite serves one machine, and its writers queue on its lock anyway."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(select(func.pg_advisory_lock(SETUP_LOCK)))
+        try:
+            yield
+        finally:
+            conn.execute(select(func.pg_advisory_unlock(SETUP_LOCK)))
 
 
 @contextmanager

@@ -141,3 +141,26 @@ def test_two_replicas_eight_workers_two_hundred_jobs_a_worker_killed_a_replica_r
     assert sorted(got) == sorted(ref_weights)
     for path, w in ref_weights.items():
         assert got[path].dtype == w.dtype and np.array_equal(got[path], w), path
+
+
+def test_replicas_starting_together_on_a_new_database_all_start(tmp_path):
+    """Three replicas started at once on an empty PostgreSQL database take turns to
+    migrate it and to store the admin's token: all three serve, and the token works on
+    each (one admin token, not three)."""
+    for i in range(3):
+        (tmp_path / f"replica-{i}").mkdir()
+    with conftest.pg_database() as url, ThreadPoolExecutor(3) as pool:
+        starts = [pool.submit(conftest.Server, tmp_path / f"replica-{i}", database_url=url,
+                              env={"KILN_BLOB_STORE": (tmp_path / "blobs").as_uri()})
+                  for i in range(3)]
+        servers = [s.result() for s in starts]
+        try:
+            for srv in servers:
+                with srv.client(conftest.ADMIN_TOKEN) as admin:
+                    r = admin.get("/v1/tokens")
+                    assert r.status_code == 200, r.text
+                    kinds = [t["kind"] for t in r.json()["data"]]
+                    assert kinds.count("admin") == 1, r.json()
+        finally:
+            for srv in servers:
+                srv.stop()
