@@ -14,11 +14,12 @@ import logging
 from collections.abc import AsyncIterator
 
 import anyio
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 
 from . import migrate
+from .api.deps import refuse_nul
 from .api.routes import dashboard, datasets, jobs, system, worker, workers
 from .db import make_engine, make_sessionmaker, session_scope, setup_lock
 from .errors import install_handlers
@@ -103,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Kiln", version="0.1.0", lifespan=lifespan,
                   description="Training as a service: submit jobs, steer them while they run.",
                   generate_unique_id_function=_operation_id,
-                  max_body_size=settings.max_body_bytes)
+                  max_body_size=settings.max_body_bytes, dependencies=[Depends(refuse_nul)])
     # Created with the app, not at startup: a server running it wakes the held
     # long-polls when it begins to shut down (serving.py), before the lifespan ends.
     app.state.wakeups = Wakeups()

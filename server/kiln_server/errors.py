@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -29,7 +30,8 @@ from fastapi.responses import JSONResponse
 
 from .blobs import BlobMissingError, BlobStoreUnavailableError, TooLargeError
 
-__all__ = ["ConflictError", "InvalidError", "NotFoundError", "install_handlers", "loc"]
+__all__ = ["NUL_MESSAGE", "ConflictError", "InvalidError", "NotFoundError", "install_handlers",
+           "loc", "nul_at"]
 
 log = logging.getLogger("kiln_server")
 
@@ -42,6 +44,28 @@ _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 def loc(path: str, root: str = "body") -> list[str | int]:
     """``'model.layers[0].out'`` -> ``['body', 'model', 'layers', 0, 'out']``."""
     return [root, *(int(i) if i else name for name, i in _PART.findall(path))]
+
+
+#: Why text with a NUL character is refused (PostgreSQL cannot store one in text).
+NUL_MESSAGE = "must not contain a NUL character (\\u0000)"
+
+
+def nul_at(value: Any) -> list[str | int] | None:
+    """The path to the first string containing a NUL character (a key or a value) in
+    ``value`` (JSON-like: dicts, lists, strings); None if there is none."""
+    if isinstance(value, str):
+        return [] if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return [key]
+            if (inner := nul_at(item)) is not None:
+                return [key, *inner]
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if (inner := nul_at(item)) is not None:
+                return [i, *inner]
+    return None
 
 
 class InvalidError(Exception):

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from .errors import NUL_MESSAGE, InvalidError, nul_at
 from .models import ControlKind, ControlStatus, JobRequest, JobStatus, Outcome
 
 __all__ = [
@@ -94,6 +95,15 @@ class _In(BaseModel):
     # Numbers JSON cannot carry (NaN, infinities, which pydantic would take as strings)
     # are refused: stored, they could not be sent back.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        """PostgreSQL stores no NUL character in text: one anywhere in a body (a name, a
+        dataset id, a spec) is a 422 naming its place, not a failed query."""
+        if (where := nul_at(data)) is not None:
+            raise InvalidError(["body", *where], NUL_MESSAGE)
+        return data
 
 
 class _Out(BaseModel):

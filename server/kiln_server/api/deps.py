@@ -27,7 +27,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..blobs import BlobStore, Staging, TooLargeError
 from ..db import begin_read_only
-from ..errors import InvalidError
+from ..errors import NUL_MESSAGE, InvalidError
 from ..models import Token, User
 from ..services import auth
 from ..settings import Settings
@@ -43,6 +43,7 @@ __all__ = [
     "limited",
     "multipart",
     "receive",
+    "refuse_nul",
     "stage",
     "stage_file",
 ]
@@ -202,3 +203,12 @@ async def stage_file(upload: UploadFile, blobs: BlobStore, limit: int) -> Stagin
             yield chunk
 
     return await stage(chunks(), blobs, limit)
+
+
+async def refuse_nul(request: Request) -> None:
+    """A path or query parameter with a NUL character is a 422 naming it (PostgreSQL
+    cannot compare text with one; an app-wide dependency)."""
+    for where, params in (("path", request.path_params), ("query", request.query_params)):
+        for name, value in params.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise InvalidError([where, name], NUL_MESSAGE)

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ...blobs import BlobStore, Staging
-from ...errors import InvalidError
+from ...errors import NUL_MESSAGE, InvalidError
 from ...schemas import DatasetPublic, DatasetsPublic
 from ...services import datasets
 from ...settings import Settings
@@ -79,6 +79,8 @@ async def _receive_form(request: Request, blobs: BlobStore, settings: Settings,
         if not name:
             base = re.split(r"[\\/]", upload.filename or "")[-1]
             name = field or (base[:-4] if base.lower().endswith(".npz") else base)[:_MAX_NAME]
+        if "\x00" in name:
+            raise InvalidError(["body", "name" if field else "file"], NUL_MESSAGE)
         return await stage_file(upload, blobs, settings.max_upload_bytes), name
 
 
