@@ -37,9 +37,11 @@ __all__ = [
     "ControlKind",
     "ControlStatus",
     "Dataset",
+    "DeviceKind",
     "Epoch",
     "Job",
     "JobDataset",
+    "JobDevice",
     "JobRequest",
     "JobStatus",
     "Outcome",
@@ -89,6 +91,21 @@ class JobRequest(enum.StrEnum):
 
     pause = "pause"
     cancel = "cancel"
+
+
+class DeviceKind(enum.StrEnum):
+    """What a worker trains on (the ``kind`` of the device it registers)."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class JobDevice(enum.StrEnum):
+    """What a job asks to be trained on: any worker, a CPU worker, or a GPU worker."""
+
+    any = "any"
+    cpu = "cpu"
+    gpu = "gpu"
 
 
 class ControlKind(enum.StrEnum):
@@ -199,6 +216,9 @@ class Job(Base):
     parameters: Mapped[int] = mapped_column(BigInteger)
     paths: Mapped[list[Any]] = mapped_column()  # the optimiser state's subtree paths
     requested: Mapped[JobRequest | None] = mapped_column(_enum(JobRequest))
+    # Which workers may claim it (services/queue.py's claim); jobs from before 0006: any.
+    device: Mapped[JobDevice] = mapped_column(_enum(JobDevice), default=JobDevice.any,
+                                              server_default=JobDevice.any.value)
     queued_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     lease_token: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -27,7 +27,15 @@ from pydantic import (
 )
 
 from .errors import NUL_MESSAGE, InvalidError, nul_at
-from .models import ControlKind, ControlStatus, JobRequest, JobStatus, Outcome
+from .models import (
+    ControlKind,
+    ControlStatus,
+    DeviceKind,
+    JobDevice,
+    JobRequest,
+    JobStatus,
+    Outcome,
+)
 
 __all__ = [
     "EXAMPLE_JOB",
@@ -44,6 +52,7 @@ __all__ = [
     "DatasetArray",
     "DatasetPublic",
     "DatasetsPublic",
+    "DeviceInfo",
     "EpochIn",
     "EpochPublic",
     "Finish",
@@ -212,6 +221,11 @@ class JobCreate(_In):
     stop: StopCriterion | None = None
     metrics: list[Literal["loss", "accuracy"]] = ["loss"]
     name: str = Field("", max_length=200)
+    device: JobDevice = Field(
+        JobDevice.any, description="what to train on: any worker, a cpu worker, or a gpu "
+        "worker (one that registered a cuda device). A job whose device no registered "
+        "worker has stays queued until such a worker claims it; jobs queued after it are "
+        "claimed by the workers they fit meanwhile")
 
 
 class JobLatest(BaseModel):
@@ -249,6 +263,8 @@ class JobPublic(_Out):
     spec: dict[str, Any] = Field(description="the job as submitted, with the defaults filled "
                                              "in (a JobCreate)")
     parameters: int = Field(description="the model's number of trainable parameters")
+    device: JobDevice = Field(description="what it asked to be trained on (any, cpu, gpu): "
+                              "only a worker of that kind claims it")
     attempt: int = Field(description="how many times a worker has claimed the job (a resume "
                                      "after a pause, or after a lost worker, claims it again)")
     epoch: int = Field(description="epochs completed, 0 before the first ends: the epoch in "
@@ -408,10 +424,24 @@ class UserPublic(BaseModel):
 
 # --- worker API -------------------------------------------------------------------------
 
+class DeviceInfo(_In):
+    """What a worker trains on, as it registers it: a GPU claims the jobs that ask for a
+    gpu (or any device), a CPU those that ask for a cpu (or any)."""
+
+    kind: DeviceKind = Field(DeviceKind.cpu, description="cpu, or cuda (an NVIDIA GPU)")
+    index: int | None = Field(None, ge=0, le=COUNT_MAX,
+                              description="the GPU's number on its host (cuda:N)")
+    name: str | None = Field(None, max_length=200,
+                             description="the GPU's model, or the CPU's architecture")
+    memory_bytes: int | None = Field(None, ge=0, le=2**63 - 1,
+                                     description="the GPU's memory, or the host's")
+    cores: int | None = Field(None, ge=1, le=COUNT_MAX, description="the host's CPU cores")
+
+
 class WorkerRegister(_In):
     name: str = Field(max_length=200)
-    device: dict[str, Any] = Field(description="e.g. {'kind': 'cuda', 'name': 'H100', "
-                                               "'memory_bytes': 85899345920}")
+    device: DeviceInfo = Field(description="e.g. {'kind': 'cuda', 'index': 0, 'name': "
+                               "'NVIDIA H100', 'memory_bytes': 85899345920}")
 
 
 class WorkerPublic(_Out):
@@ -419,8 +449,9 @@ class WorkerPublic(_Out):
 
     id: str = Field(description="the worker's id (a worker's claims name it)")
     name: str = Field(description="the name it registered with (e.g. its host)")
-    device: dict[str, Any] = Field(description="the device it registered, e.g. "
-                                   "{'kind': 'cuda', 'name': 'H100', 'memory_bytes': …}")
+    device: dict[str, Any] = Field(description="the device it registered (a DeviceInfo, "
+                                   "without its null fields), e.g. {'kind': 'cuda', "
+                                   "'index': 0, 'name': 'NVIDIA H100', 'memory_bytes': …}")
     created_at: datetime = Field(description="when it registered")
     last_seen_at: datetime = Field(description="its last claim or heartbeat")
     status: Literal["busy", "idle", "gone"] = Field(

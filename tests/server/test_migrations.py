@@ -100,6 +100,7 @@ def test_a_database_at_the_first_revision_keeps_its_rows_through_the_upgrade(dat
             assert job.latest == {"epoch": 2, "train_loss": 0.5, "val_loss": 0.75,
                                   "metrics": {"val_accuracy": 0.8}}  # filled in by 0004
             assert job.queued_at == NOW and job.steps_per_epoch is None
+            assert job.device == "any"  # 0006: a job from before it runs anywhere
             assert s.get(Dataset, "d1").arrays == [{"name": "x", "shape": [4], "dtype": "f4"}]
             assert s.scalar(select(StepBatch.losses)) == [1.0, 0.5]
             assert s.scalar(select(Control.hyper)) == {"eta": 0.01}

@@ -75,7 +75,7 @@ def create(session: Session, owner: User, spec: JobCreate, settings: Settings) -
         select(Dataset).where(Dataset.id.in_(refs), Dataset.owner_id == owner.id))}
     checked = check_job(spec, datasets, settings)
     job = Job(owner_id=owner.id, name=spec.name, spec=spec.model_dump(mode="json"),
-              parameters=checked.parameters, paths=checked.paths)
+              parameters=checked.parameters, paths=checked.paths, device=spec.device)
     session.add(job)
     session.flush()
     session.add_all(JobDataset(job_id=job.id, dataset_id=d) for d in checked.dataset_ids)

@@ -1,7 +1,9 @@
 """The queue as workers see it: register, claim, heartbeat, report, finish; and the reaper.
 
-The claim is one statement (after procrastinate): pick the oldest queued job ``FOR
-UPDATE SKIP LOCKED`` and mark it running ``UPDATE … RETURNING``. On PostgreSQL two
+The claim is one statement (after procrastinate): pick the oldest queued job that the
+worker's device fits (``jobs.device``: any, cpu, gpu; see CLAIMS) ``FOR UPDATE SKIP
+LOCKED`` and mark it running ``UPDATE … RETURNING``. A job no worker present fits just
+stays queued, in nobody's way. On PostgreSQL two
 claimers skip each other's locked rows, and the ``status = 'queued'`` re-check in the
 outer WHERE holds a row another transaction took between pick and update. SQLAlchemy
 renders no ``FOR UPDATE`` on SQLite, where the single UPDATE is atomic anyway (and
@@ -37,9 +39,11 @@ from ..models import (
     Control,
     ControlStatus,
     Dataset,
+    DeviceKind,
     Epoch,
     Job,
     JobDataset,
+    JobDevice,
     JobRequest,
     JobStatus,
     Outcome,
@@ -62,7 +66,9 @@ from ..wakeups import QUEUE, tell, touch
 from .settle import LIFECYCLE, settle
 
 __all__ = [
+    "CLAIMS",
     "claim",
+    "claimable",
     "claimed_context",
     "control_results",
     "controls_after",
@@ -80,7 +86,8 @@ __all__ = [
 
 
 def register(session: Session, token: Token, body: WorkerRegister) -> Worker:
-    worker = Worker(token_id=token.id, name=body.name, device=body.device)
+    worker = Worker(token_id=token.id, name=body.name,
+                    device=body.device.model_dump(mode="json", exclude_none=True))
     session.add(worker)
     session.flush()
     return worker
@@ -143,10 +150,23 @@ def requeue_held_by(session: Session, token_id: str, name: str) -> list[str]:
                    "when the worker died")
 
 
+#: The jobs a worker may claim, by the kind of device it registered.
+CLAIMS = {DeviceKind.cpu: (JobDevice.any, JobDevice.cpu),
+          DeviceKind.cuda: (JobDevice.any, JobDevice.gpu)}
+
+
+def claimable(worker: Worker) -> tuple[JobDevice, ...]:
+    """The devices of the jobs ``worker`` may claim (a device stored without a known kind,
+    by a worker from before the kinds were checked, is a CPU)."""
+    return CLAIMS.get(worker.device.get("kind"), CLAIMS[DeviceKind.cpu])
+
+
 def claim(session: Session, worker: Worker, lease_s: float) -> Job | None:
-    """Atomically take the oldest queued job for ``worker``, with a new lease; None if none."""
+    """Atomically take the oldest queued job for ``worker`` (of a device it has: a job
+    waiting for another kind of worker holds up no other), with a new lease; None if none."""
     now = utcnow()
-    pick = (select(Job.id).where(Job.status == JobStatus.queued)
+    pick = (select(Job.id).where(Job.status == JobStatus.queued,
+                                 Job.device.in_(claimable(worker)))
             .order_by(Job.queued_at, Job.id).limit(1)
             .with_for_update(skip_locked=True).scalar_subquery())
     job = session.scalars(update(Job).where(Job.id == pick, Job.status == JobStatus.queued)
