@@ -12,7 +12,10 @@ writers are serialised by ``BEGIN IMMEDIATE``, see db.py).
 Every write for a job carries the lease token of its claim. :func:`_leased` locks the
 job's row and compares the token and the expiry, so a worker that stalled past its lease
 (and whose job the reaper requeued, or another worker claimed) is refused with a
-ConflictError and changes nothing.
+ConflictError and changes nothing in the database. A write that brings a blob (a
+checkpoint, the weights) puts it in the blob store first, before its transaction begins:
+an upload to S3 must hold neither SQLite's write lock nor the job's row lock. A write
+then refused leaves its blob in the store, unreferenced, as a superseded checkpoint is.
 
 A job's progress (``epoch``, ``step``: epochs and global steps completed) is written in
 two places: a claim starts it at the checkpoint the new holder resumes from, and
@@ -214,17 +217,6 @@ def _leased(session: Session, job_id: str, lease: str, *, lock: bool = True) -> 
     return job
 
 
-def _leased_with(session: Session, job_id: str, lease: str, staged: Staging | None) -> Job:
-    """:func:`_leased` for a write that brought an upload: a refused write leaves none of
-    it behind."""
-    try:
-        return _leased(session, job_id, lease)
-    except (ConflictError, NotFoundError):
-        if staged is not None:
-            staged.discard()
-        raise
-
-
 def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_s: float
               ) -> tuple[Job, Action, list[Control]]:
     """Renew the lease; what the worker should do, and the controls it has yet to apply."""
@@ -345,8 +337,8 @@ def control_results(session: Session, job_id: str, lease: str, body: ControlResu
 def put_blob(session: Session, blobs: BlobStore, job_id: str, lease: str, kind: str,
              staged: Staging, epoch: int, step: int) -> str:
     """Keep an uploaded checkpoint or the job's weights; the blob's sha256."""
-    job = _leased_with(session, job_id, lease, staged)
-    sha = blobs.commit(staged)
+    sha = blobs.commit(staged)  # before the transaction begins (see the module's doc)
+    job = _leased(session, job_id, lease)
     if kind == "checkpoint":
         job.checkpoint_sha256, job.checkpoint_epoch, job.checkpoint_step = sha, epoch, step
     else:
@@ -363,9 +355,10 @@ def finish(session: Session, job_id: str, lease: str, body: Finish,
            blobs: BlobStore | None = None, weights: Staging | None = None) -> Job:
     """End the worker's hold on a job: finished, failed, cancelled, or paused (to resume),
     with the last step losses and epoch rows, and the final weights, if it sends them."""
-    job = _leased_with(session, job_id, lease, weights)
-    if weights is not None:
-        job.weights_sha256 = blobs.commit(weights)
+    sha = None if weights is None else blobs.commit(weights)  # before the transaction
+    job = _leased(session, job_id, lease)
+    if sha is not None:
+        job.weights_sha256 = sha
     _report(session, job, body.epoch, body.step, body.steps, body.epochs)
     tell(session, job.id)
     job.status = JobStatus(body.status)
