@@ -26,7 +26,7 @@ import pytest
 from kiln_engine.serialise import weights_from_bytes
 from kiln_server import worker as worker_main
 from kiln_server.schemas import JobCreate
-from kiln_server.worker import run as run_module
+from kiln_server.worker import sender as sender_module
 from kiln_server.worker.client import LEASE_HEADER, WorkerClient
 from kiln_server.worker.datasets import LoadedDatasets
 from kiln_server.worker.run import JobRun
@@ -242,7 +242,7 @@ def test_logs_and_checkpoints_follow_the_servers_cadence(tmp_path, monkeypatch):
     # The defaults of _run: a post per step, a checkpoint per epoch. A sender that falls
     # behind skips a checkpoint that a newer one supersedes (the next test); here none
     # may be skipped, however slow the machine.
-    monkeypatch.setattr(run_module, "SUPERSEDED_EVERY_S", 0.0)
+    monkeypatch.setattr(sender_module, "SUPERSEDED_EVERY_S", 0.0)
     every_step = FakeServer()
     assert _run(every_step, tmp_path) == "succeeded"
     writes = _writes(every_step)
@@ -255,7 +255,7 @@ def test_logs_and_checkpoints_follow_the_servers_cadence(tmp_path, monkeypatch):
 def test_a_lagging_sender_skips_superseded_checkpoints():
     """Behind training, the sender posts every log but only the newest of checkpoints
     queued within SUPERSEDED_EVERY_S of the last one posted, in the order queued."""
-    sender = run_module._Sender(threading.Event())
+    sender = sender_module.Sender(threading.Event())
     gate, posted = threading.Event(), []
     sender.put(lambda: (gate.wait(5), posted.append("log0")))  # holds the sender back
     sender.put(lambda: posted.append("ckpt0"), key="checkpoint")
