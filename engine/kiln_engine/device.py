@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import _backend
+from ._backend import parse_device
 from ._tree import map_arrays
 
-__all__ = ["cpu", "gpu", "to_device"]
+__all__ = ["cpu", "gpu", "parse_device", "to_device"]
 
 
 def to_device(tree: Any, device: str) -> Any:

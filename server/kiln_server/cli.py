@@ -5,7 +5,8 @@
     kiln-server token create --user NAME [--worker | --admin] [--data-dir D] [--database-url URL]
     kiln-server token list [--data-dir D] [--database-url URL]
     kiln-server token revoke ID_OR_TOKEN [--data-dir D] [--database-url URL]
-    kiln-server worker --url URL --token TOKEN [--device cpu|cuda:N] [--dataset-memory-mb MB]
+    kiln-server worker --url URL --token TOKEN [--device cpu|cuda:N | --gpus N,N,…]
+                       [--dataset-memory-mb MB]
 """
 
 from __future__ import annotations
@@ -157,6 +158,8 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from kiln_engine import DeviceError
+
     from . import worker  # written separately; imported only when a worker is asked for
 
     token = args.token or os.environ.get("KILN_WORKER_TOKEN")
@@ -171,8 +174,20 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"kiln-server worker: --dataset-memory-mb (or KILN_WORKER_DATASET_MEMORY_MB) "
               f"must be a whole number of MB >= 0; got {memory!r}", file=sys.stderr)
         return 2
-    return worker.main(url=args.url, token=token, device=args.device,
-                       dataset_memory_mb=int(memory)) or 0
+    try:  # the device, or every GPU, checked before anything starts
+        if args.gpus is None:
+            device = worker.describe_device(args.device)
+        else:
+            gpus = [worker.describe_device(f"cuda:{n}") for n in worker.parse_gpus(args.gpus)]
+    except (DeviceError, ValueError) as e:
+        flag = "--device" if args.gpus is None else "--gpus"
+        print(f"kiln-server worker: {e if flag in str(e) else f'{flag}: {e}'}",
+              file=sys.stderr)
+        return 2
+    if args.gpus is None:
+        return worker.main(url=args.url, token=token, device=device,
+                           dataset_memory_mb=int(memory)) or 0
+    return worker.per_gpu(args.url, token, gpus, ["--dataset-memory-mb", memory])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -217,7 +232,13 @@ def _parser() -> argparse.ArgumentParser:
     work = sub.add_parser("worker", help="run a worker that pulls jobs from a server")
     work.add_argument("--url", required=True)
     work.add_argument("--token", help="a worker token (or KILN_WORKER_TOKEN)")
-    work.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    where = work.add_mutually_exclusive_group()
+    where.add_argument("--device", default="cpu",
+                       help="what to train on: cpu (the default) or cuda:N (GPU N); a cuda "
+                       "worker claims the jobs that ask for a gpu, and those that ask for any")
+    where.add_argument("--gpus", metavar="N,N,…",
+                       help="run one worker per GPU listed (e.g. 0,1), each with --device "
+                       "cuda:N, restarted if it exits, all stopped by SIGTERM / SIGINT")
     work.add_argument("--dataset-memory-mb", metavar="MB",
                       help="loaded datasets kept in memory for later jobs (default "
                       "KILN_WORKER_DATASET_MEMORY_MB or 1024; 0 keeps none)")

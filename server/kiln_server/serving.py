@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import uvicorn
 from fastapi import FastAPI
@@ -54,12 +54,13 @@ SUPERVISE_EVERY_S = 0.2
 
 @dataclasses.dataclass
 class _Slot:
-    """One local worker's place: its process (None while a replacement waits), when that
-    started, and the wait before the next replacement."""
+    """One local worker's place: its command line, its process (None while a replacement
+    waits), when that started, and the wait before the next replacement."""
 
-    proc: subprocess.Popen[bytes] | None
-    started: float
-    delay: float
+    cmd: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    delay: float = 0.0
     restart_at: float = 0.0
 
 
@@ -76,26 +77,34 @@ class LocalWorkers:
     A supervisor thread replaces a worker that exits, with the back-off above, and first
     calls ``on_exit(pid)``, which hands the jobs that worker held back to the queue and
     returns their ids (the process is gone: nothing of it can write to them again).
-    ``command`` replaces the worker's command line (tests).
+    ``command`` replaces the worker's command line (tests; ``worker --gpus``, to pass its
+    options on). ``devices``, if given, holds one ``--device`` per worker (``n`` of them),
+    added to each one's command line.
     """
 
     def __init__(self, url: str, token: str, n: int, *,
                  on_exit: Callable[[int], Iterable[str]] | None = None,
-                 command: list[str] | None = None, first_s: float = RESTART_FIRST_S,
-                 max_s: float = RESTART_MAX_S, stable_s: float = RESTART_STABLE_S) -> None:
-        self.cmd = command or [sys.executable, "-m", "kiln_server", "worker", "--url", url]
+                 command: list[str] | None = None, devices: Sequence[str] = (),
+                 first_s: float = RESTART_FIRST_S, max_s: float = RESTART_MAX_S,
+                 stable_s: float = RESTART_STABLE_S) -> None:
+        if devices and len(devices) != n:
+            raise ValueError(f"{len(devices)} devices for {n} local workers")
+        cmd = command or [sys.executable, "-m", "kiln_server", "worker", "--url", url]
         self.env = {**os.environ, "KILN_WORKER_TOKEN": token}
         self.on_exit = on_exit
         self.first_s, self.max_s, self.stable_s = first_s, max_s, stable_s
-        self.slots = [_Slot(self._start(), time.monotonic(), first_s) for _ in range(n)]
+        self.slots = [_Slot([*cmd, "--device", d]) for d in devices] or \
+            [_Slot(list(cmd)) for _ in range(n)]
+        for slot in self.slots:
+            slot.proc, slot.started, slot.delay = self._start(slot), time.monotonic(), first_s
         self.stopping = threading.Event()
         self.stopped = False
         self.supervisor = threading.Thread(target=self._supervise, name="kiln-supervisor",
                                            daemon=True)
         self.supervisor.start()
 
-    def _start(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(self.cmd, env=self.env)
+    def _start(self, slot: _Slot) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(slot.cmd, env=self.env)
         log.info("local worker %d started", proc.pid)
         return proc
 
@@ -121,7 +130,7 @@ class LocalWorkers:
     def _look_after(self, slot: _Slot, now: float) -> None:
         if slot.proc is None:
             if now >= slot.restart_at:
-                slot.proc, slot.started = self._start(), now
+                slot.proc, slot.started = self._start(slot), now
             return
         status = slot.proc.poll()
         if status is None:

@@ -3,31 +3,36 @@
 It registers its device, then claims jobs one at a time and trains each with the engine
 (:mod:`.run`), until SIGTERM or SIGINT: then the job in hand is checkpointed at the next
 step boundary and released (the server queues it again at once, and the next worker
-resumes it from there).
+resumes it from there). The server hands it only the jobs its device fits (a GPU job to
+a GPU worker).
 While the queue is empty its claim waits on the server for a job, up to CLAIM_WAIT_S a
 request; a signal ends that wait at once.
+
+``--gpus 0,1`` runs one such worker per GPU of the host instead (:func:`per_gpu`), each
+with ``--device cuda:N``, supervised as ``serve`` supervises its local workers.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import socket
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .client import LeaseLostError, ServerUnreachableError, WorkerAPIError, WorkerClient
 from .datasets import DEFAULT_MEMORY_MB, LoadedDatasets
+from .device import Device, describe_device, parse_gpus
 from .run import JobRun
 
 __all__ = ["CLAIM_POLL_BACKOFF", "CLAIM_POLL_FIRST_S", "CLAIM_POLL_MAX_S", "CLAIM_WAIT_S",
-           "DEFAULT_MEMORY_MB", "ClaimInterruptedError", "claim_loop", "describe_device", "main",
-           "worker_name"]
+           "DEFAULT_MEMORY_MB", "ClaimInterruptedError", "Device", "claim_loop",
+           "describe_device", "main", "parse_gpus", "per_gpu", "worker_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,32 +49,10 @@ CLAIM_POLL_MAX_S = 2.0
 #: Where fetched datasets and checkpoints are cached by sha256 (KILN_WORKER_CACHE overrides).
 DEFAULT_CACHE = Path.home() / ".cache" / "kiln-worker"
 
-_DEVICE = re.compile(r"^(cpu|cuda(?::(\d+))?)$")
-
-
 def worker_name(pid: int | None = None) -> str:
     """The name a worker process registers with unless given one: host and pid (how
     ``serve`` finds the jobs of a local worker that died)."""
     return f"{socket.gethostname()}:{pid or os.getpid()}"
-
-
-def describe_device(device: str) -> dict[str, Any]:
-    """What the worker registers: the GPU's model and memory (via CuPy), or the CPU's."""
-    m = _DEVICE.match(device)
-    if m is None:
-        raise ValueError(f"--device must be 'cpu' or 'cuda:N'; got {device!r}")
-    if device == "cpu":
-        pages, page = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        return {"kind": "cpu", "name": os.uname().machine, "cores": os.cpu_count(),
-                "memory_bytes": pages * page}
-    import cupy  # a GPU worker needs kiln-engine[gpu]; the ImportError says so plainly
-
-    index = int(m.group(2) or 0)
-    props = cupy.cuda.runtime.getDeviceProperties(index)
-    name = props["name"]
-    return {"kind": "cuda", "index": index,
-            "name": name.decode() if isinstance(name, bytes) else str(name),
-            "memory_bytes": int(props["totalGlobalMem"])}
 
 
 class ClaimInterruptedError(Exception):
@@ -107,13 +90,12 @@ def claim_loop(client: WorkerClient, worker_id: str, shutdown: threading.Event,
         wait = CLAIM_POLL_FIRST_S
 
 
-def main(url: str, token: str, device: str = "cpu", *, cache: Path | None = None,
+def main(url: str, token: str, device: Device, *, cache: Path | None = None,
          name: str | None = None, dataset_memory_mb: int = DEFAULT_MEMORY_MB) -> int:
-    """Run the worker until SIGTERM / SIGINT; the process's exit status. It keeps up to
-    ``dataset_memory_mb`` of loaded datasets in memory for the jobs that follow."""
+    """Run the worker on ``device`` (see describe_device) until SIGTERM / SIGINT; the
+    process's exit status. It keeps up to ``dataset_memory_mb`` of loaded datasets in
+    memory for the jobs that follow."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request drowns the log
-    device = "cuda:0" if device == "cuda" else device
-    described = describe_device(device)
     cache = cache or Path(os.environ.get("KILN_WORKER_CACHE", DEFAULT_CACHE))
     datasets = LoadedDatasets(dataset_memory_mb << 20)
     shutdown, holding = threading.Event(), threading.Event()
@@ -127,10 +109,10 @@ def main(url: str, token: str, device: str = "cpu", *, cache: Path | None = None
         signal.signal(sig, stop)
     client = WorkerClient(url, token, stop=shutdown)
     try:
-        worker_id = client.register(name or worker_name(), described)
-        logger.info("worker %s registered at %s with %s", worker_id, url, described)
+        worker_id = client.register(name or worker_name(), device.info)
+        logger.info("worker %s registered at %s with %s", worker_id, url, device.info)
         claim_loop(client, worker_id, shutdown, lambda claim: JobRun(
-            client, claim, device=device, cache=cache, shutdown=shutdown,
+            client, claim, device=device.id, cache=cache, shutdown=shutdown,
             datasets=datasets).run(), holding)
     except (LeaseLostError, WorkerAPIError, ServerUnreachableError) as e:
         logger.error("worker stopping: %s", e)
@@ -138,4 +120,29 @@ def main(url: str, token: str, device: str = "cpu", *, cache: Path | None = None
     finally:
         client.close()
     logger.info("worker stopped")
+    return 0
+
+
+def per_gpu(url: str, token: str, gpus: Sequence[Device], worker_args: Sequence[str] = (),
+            *, command: Sequence[str] | None = None) -> int:
+    """Run one worker per GPU of ``gpus`` (each given its ``--device cuda:N`` and
+    ``worker_args``), supervised (one that exits is started again, as ``serve``'s local
+    workers are), until SIGTERM / SIGINT: then each checkpoints and releases its job.
+    ``command`` replaces the worker's command line (tests)."""
+    from ..serving import LocalWorkers  # the supervisor: only this process needs it
+
+    for gpu in gpus:
+        logger.info("a worker for %s: %s", gpu.id, gpu.info)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    cmd = list(command or [sys.executable, "-m", "kiln_server", "worker", "--url", url,
+                           *worker_args])
+    workers = LocalWorkers(url, token, len(gpus), command=cmd, devices=[g.id for g in gpus])
+    try:
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        workers.stop()
+    logger.info("the workers of %s stopped", ", ".join(g.id for g in gpus))
     return 0
