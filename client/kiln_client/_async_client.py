@@ -166,13 +166,13 @@ class AsyncJobs:
     async def submit(self, *, model: Any, optimiser: Any, loss: Any, train: Any,
                      batch_size: int, epochs: int, validation: Any = None, seed: int = 0,
                      metrics: list[str] | tuple[str, ...] | None = None, stop: Any = None,
-                     schedule: Any = None, shuffle: bool = True, name: str | None = None
-                     ) -> AsyncJob:
+                     schedule: Any = None, shuffle: bool = True, name: str | None = None,
+                     device: str | None = None) -> AsyncJob:
         """Queue a training job (see ``Jobs.submit``)."""
         body = job_body(model=model, optimiser=optimiser, loss=loss, train=train,
                         batch_size=batch_size, epochs=epochs, validation=validation, seed=seed,
                         metrics=metrics, stop=stop, schedule=schedule, shuffle=shuffle,
-                        name=name)
+                        name=name, device=device)
         return await self.submit_spec(body)
 
     async def submit_spec(self, spec: dict[str, Any]) -> AsyncJob:

@@ -170,16 +170,19 @@ class Jobs:
     def submit(self, *, model: Any, optimiser: Any, loss: Any, train: Any, batch_size: int,
                epochs: int, validation: Any = None, seed: int = 0,
                metrics: list[str] | tuple[str, ...] | None = None, stop: Any = None,
-               schedule: Any = None, shuffle: bool = True, name: str | None = None) -> Job:
+               schedule: Any = None, shuffle: bool = True, name: str | None = None,
+               device: str | None = None) -> Job:
         """Queue a training job. ``model`` / ``optimiser`` / ``schedule``: kiln_engine
         objects or spec dicts; ``loss``: a name or a kiln_engine.losses function;
         ``train`` / ``validation``: a Dataset, ``(dataset, "x", "y")`` or a dataset id;
-        ``stop``: ``"val_accuracy>=0.97"`` or a dict. The server checks it all before
-        anything is queued (ValidationError naming the field)."""
+        ``stop``: ``"val_accuracy>=0.97"`` or a dict; ``device``: "gpu" or "cpu" to be
+        trained only by a worker of that kind (the server's default: "any"; a job no
+        worker fits stays queued). The server checks it all before anything is queued
+        (ValidationError naming the field)."""
         body = job_body(model=model, optimiser=optimiser, loss=loss, train=train,
                         batch_size=batch_size, epochs=epochs, validation=validation, seed=seed,
                         metrics=metrics, stop=stop, schedule=schedule, shuffle=shuffle,
-                        name=name)
+                        name=name, device=device)
         return self.submit_spec(body)
 
     def submit_spec(self, spec: dict[str, Any]) -> Job:

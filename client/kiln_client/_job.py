@@ -61,6 +61,11 @@ class JobFields:
         return self.data.get("parameters", 0)
 
     @property
+    def device(self) -> str:
+        """What it asked to be trained on: any, cpu or gpu (only such a worker claims it)."""
+        return self.data.get("device", "any")
+
+    @property
     def epoch(self) -> int:
         """Epochs completed."""
         return self.data.get("epoch", 0)

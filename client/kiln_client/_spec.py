@@ -104,8 +104,8 @@ def parse_stop(stop: str | Mapping[str, Any]) -> dict[str, Any]:
 def job_body(*, model: Any, optimiser: Any, loss: Any, train: Any, batch_size: int,
              epochs: int, validation: Any = None, seed: int = 0,
              metrics: list[str] | tuple[str, ...] | None = None, stop: Any = None,
-             schedule: Any = None, shuffle: bool = True, name: str | None = None
-             ) -> dict[str, Any]:
+             schedule: Any = None, shuffle: bool = True, name: str | None = None,
+             device: str | None = None) -> dict[str, Any]:
     """The JSON body of ``POST /v1/jobs``."""
     body: dict[str, Any] = {
         "model": _model_spec(model), "optimiser": _rule_spec(optimiser),
@@ -121,4 +121,6 @@ def job_body(*, model: Any, optimiser: Any, loss: Any, train: Any, batch_size: i
         body["schedule"] = _schedule_spec(schedule)
     if name is not None:
         body["name"] = name
+    if device is not None:
+        body["device"] = device
     return body

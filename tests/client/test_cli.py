@@ -189,6 +189,16 @@ def test_submit_a_yaml_file_with_overrides(cli, sdk, dataset_id, tmp_path):
     assert sdk.jobs.get(job["id"]).name == "tuned"
 
 
+def test_submit_device_gpu_waits_for_a_gpu_worker(cli, sdk, dataset_id, tmp_path):
+    """The server's workers are CPUs: the job stays queued, shown as asking for a gpu."""
+    job = json.loads(ok(cli("submit", str(job_file(tmp_path)), "--dataset", dataset_id,
+                            "--device", "gpu", "--json")))
+    assert (job["device"], job["spec"]["device"], job["status"]) == ("gpu", "gpu", "queued")
+    handle = sdk.jobs.get(job["id"])
+    assert (handle.device, handle.status) == ("gpu", "queued")
+    assert handle.cancel().status == "cancelled"
+
+
 def test_submit_a_json_file_prints_the_id_and_watch_follows_it(dataset_id, kiln_server,
                                                                token, tmp_path):
     path = job_file(tmp_path, fmt="json", dataset=dataset_id)

@@ -148,6 +148,9 @@ def test_job_arguments_become_the_apis_json():
     assert body["train"] == {"dataset": "ds1", "x": "x", "y": "y"}
     assert body["validation"] == {"dataset": "ds2", "x": "a", "y": "b"}
     assert body["stop"] == {"metric": "val_loss", "at_most": 0.5}
+    assert "device" not in body  # the server's default: any worker
+    assert job_body(model={}, optimiser={}, loss="mse", train="d", batch_size=1, epochs=1,
+                    device="gpu")["device"] == "gpu"
     with pytest.raises(ValueError, match=r"val_accuracy>=0\.97"):
         parse_stop("accuracy > 0.9")
     with pytest.raises(TypeError, match=r"kiln_engine\.losses"):

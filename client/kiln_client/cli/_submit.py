@@ -4,7 +4,7 @@ fields overridable from the command line."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -48,12 +48,16 @@ def submit(ctx: typer.Context,
            eta: Annotated[float | None, typer.Option(
                help="The learning rate: the optimiser's eta (in a chain, of each member "
                     "that has one).")] = None,
+           device: Annotated[Literal["any", "cpu", "gpu"] | None, typer.Option(
+               help="Train it only on a worker of this kind (a job no worker fits stays "
+                    "queued).")] = None,
            watch: Annotated[bool, typer.Option(help="Then follow it as kiln watch does.")
                             ] = False,
            json: JsonFlag = False) -> None:
     """Queue a training job; prints its id (with --json, the job)."""
     job = read_job_file(file)
-    overrides = {"name": name, "epochs": epochs, "batch_size": batch_size, "seed": seed}
+    overrides = {"name": name, "epochs": epochs, "batch_size": batch_size, "seed": seed,
+                 "device": device}
     job.update({k: v for k, v in overrides.items() if v is not None})
     if stop is not None:
         job = with_stop(job, stop)
