@@ -19,6 +19,9 @@ Contract (all bodies JSON unless said; ``Authorization: Bearer <worker token>``)
 
 The worker's loop:
 
+- **Register** the device trained on (a DeviceInfo): a ``cuda`` worker is handed the jobs
+  that ask for a ``gpu`` or ``any`` device, a ``cpu`` worker those that ask for a ``cpu`` or
+  ``any``; the oldest such job first.
 - **Claim** (with ``wait_s``: held while the queue is empty, answered as soon as a job is
   queued, so an idle worker neither polls nor makes a new job wait for its next poll)
   gives the job's spec (as submitted: model, optimiser, loss, data, batch size,
