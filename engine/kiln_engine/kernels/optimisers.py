@@ -17,6 +17,7 @@ A stage is ``(kind, value)``: :data:`CLIP` clamps the gradient to ``[-value, val
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ NONE, CLIP, DECAY = 0, 1, 2
 ADAM_MODE, ADAMW_COUPLED, ADAMW_DECOUPLED = 0, 1, 2
 
 _STAGES = """
-__device__ inline T kiln_stage(T d, const T x, const int kind, const T p) {
+__device__ inline T kiln_stage(T d, const T x, const T kind, const T p) {
   if (kind == 1) {            // ClipGrad: numpy's clip, max then min; NaN passes
     if (d == d) {
       d = d > -p ? d : -p;
@@ -52,7 +53,7 @@ __device__ inline T kiln_stage(T d, const T x, const int kind, const T p) {
 }
 """
 _GRAD = "const T d = kiln_stage(kiln_stage(g, x, s1, p1), x, s2, p2);\n"
-_STAGE_PARAMS = "T g, int32 s1, T p1, int32 s2, T p2"
+_STAGE_PARAMS = "T g, T s1, T p1, T s2, T p2"
 _STAGE_SCALARS = frozenset({"s1", "p1", "s2", "p2"})
 _EXACT = ("--fmad=false",)
 
@@ -115,7 +116,7 @@ x = x - vi;""",
 ADAM = register(Elementwise(
     "kiln_adam",
     f"{_STAGE_PARAMS}, T b1, T b2, T omb1, T omb2, T scale, T rsq, T eps, T eta, T lam, "
-    "int32 mode",
+    "T mode",
     "T x, T m, T v",
     _GRAD + """const T xi = x;
 const T mi = m * b1 + omb1 * d;
@@ -136,12 +137,30 @@ x = xi - step;""",
 
 
 def stage_args(x: Any, stages: Sequence[tuple[int, float]]) -> tuple:
-    """``(s1, p1, s2, p2)`` for up to two ``(kind, value)`` stages, values in ``x``'s dtype."""
+    """``(s1, p1, s2, p2)`` for up to two ``(kind, value)`` stages, in ``x``'s dtype like every
+    scalar of these kernels (the codes too: numba vectorises a loop over one type's tuple)."""
     if len(stages) > 2:
         raise ValueError(f"at most two gradient stages fit a kernel; got {len(stages)}")
-    t = x.dtype.type
+    return _stage_args(x.dtype, tuple(stages))
+
+
+# Scalars that depend on hyper-parameters alone are made once (a step makes them per leaf,
+# and their casts cost more than a small leaf's update).
+
+
+@functools.lru_cache(maxsize=256)
+def _stage_args(dtype: np.dtype, stages: tuple) -> tuple:
+    t = dtype.type
     padded = [*stages, *[(NONE, 0.0)] * (2 - len(stages))]
-    return (np.int32(padded[0][0]), t(padded[0][1]), np.int32(padded[1][0]), t(padded[1][1]))
+    return (t(padded[0][0]), t(padded[0][1]), t(padded[1][0]), t(padded[1][1]))
+
+
+@functools.lru_cache(maxsize=256)
+def _adam_constants(dtype: np.dtype, eta: float, beta: tuple, epsilon: float, mode: int,
+                    lambda_: float) -> tuple:
+    t = dtype.type
+    b1, b2 = t(beta[0]), t(beta[1])
+    return b1, b2, t(1 - b1), t(1 - b2), t(epsilon), t(eta), t(lambda_), t(mode)
 
 
 def adam_scalars(x: Any, *, eta: float, beta: tuple[float, float], epsilon: float, bt1: Any,
@@ -150,10 +169,10 @@ def adam_scalars(x: Any, *, eta: float, beta: tuple[float, float], epsilon: floa
     powers of beta (before this step's), everything is cast to ``x``'s dtype as
     ``Adam.apply`` / ``AdamW.apply`` cast it, in the same order of operations."""
     t = x.dtype.type
-    b1, b2, eta_t = t(beta[0]), t(beta[1]), t(eta)
+    b1, b2, omb1, omb2, eps, eta_t, lam, mode_t = _adam_constants(
+        x.dtype, eta, tuple(beta), epsilon, mode, lambda_)
     scale = t(eta_t / (1 - bt1)) if mode == ADAM_MODE else t(1 / (1 - bt1))
-    return (b1, b2, t(1 - b1), t(1 - b2), scale, t(1 / np.sqrt(1 - bt2)), t(epsilon), eta_t,
-            t(lambda_), np.int32(mode))
+    return (b1, b2, omb1, omb2, scale, t(1 / np.sqrt(1 - bt2)), eps, eta_t, lam, mode_t)
 
 
 def launch(kernel: Elementwise, x: Any, g: Any, state: tuple, scalars: tuple) -> None:

@@ -534,7 +534,7 @@ def _adam_plan(r: Adam | AdamW, x: Any, state: tuple) -> tuple:
         mode, lam = kernels.ADAM_MODE, 0.0
     scalars = kernels.adam_scalars(x, eta=r.eta, beta=r.beta, epsilon=r.epsilon, bt1=bt1,
                                    bt2=bt2, mode=mode, lambda_=lam)
-    b1, b2 = _betas(r, x)
+    b1, b2 = scalars[:2]  # the betas cast as _betas casts them
     return kernels.ADAM, (m, v), scalars, (m, v, (bt1 * b1, bt2 * b2))
 
 
