@@ -1,5 +1,6 @@
 """A real ``kiln-server serve`` for the service benchmarks: SQLite in a temporary
-directory, its own port, an admin token, and tokens for users and workers."""
+directory (or a database given by URL), its own port, an admin token, and tokens for users
+and workers; and fresh PostgreSQL databases for them."""
 
 from __future__ import annotations
 
@@ -10,28 +11,53 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-__all__ = ["LocalServer"]
+__all__ = ["PG_ADMIN_URL", "LocalServer", "pg_database"]
+
+#: The PostgreSQL the benchmarks create their databases in (trust auth).
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database (``kiln_bench_<random>``); its URL, dropped afterwards."""
+    import psycopg
+
+    name = "kiln_bench_" + secrets.token_hex(6)
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 class LocalServer:
     """``kiln-server serve --workers N`` until ``close()`` (or the ``with`` block ends);
-    its log is ``root/server.log``."""
+    its log is ``root/server.log``. Its database is ``database_url`` if given (else
+    SQLite in its data directory), its data directory ``data_dir`` if given (replicas
+    share one), else ``root/data``."""
 
-    def __init__(self, workers: int = 0, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workers: int = 0, env: dict[str, str] | None = None,
+                 database_url: str | None = None, data_dir: Path | None = None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.admin_token = "kiln_bench_" + secrets.token_hex(12)
+        cmd = [sys.executable, "-m", "kiln_server", "serve", "--port", str(port),
+               "--workers", str(workers), "--data-dir", str(data_dir or self.root / "data")]
+        if database_url:
+            cmd += ["--database-url", database_url]
         with open(self.root / "server.log", "w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kiln_server", "serve", "--port", str(port),
-                 "--workers", str(workers), "--data-dir", str(self.root / "data")],
+                cmd,
                 env={**os.environ, "KILN_ADMIN_TOKEN": self.admin_token,
                      "KILN_WORKER_CACHE": str(self.root / "cache"), **(env or {})},
                 stdout=log, stderr=subprocess.STDOUT)
