@@ -7,8 +7,9 @@ Cases (issue 3), interleaved in one process, medians, ratios printed:
   torch.optim.Adam(foreach=True) (target ratio <= 1.0) and Adam(fused=True) (<= 1.2).
 - Adam update alone over 10M parameters in 1,000 arrays: Kiln vs Adam(foreach=True)
   (target <= 1.0); Adam(fused=True) shown for reference.
-Kiln's update runs the fused per-leaf kernels (kiln_engine/optimisers/_fused.py); the
-numpy reference path is timed too, to show what fusion buys.
+Kiln's update runs the fused per-leaf kernels (kiln_engine/optimisers/_fused.py, numba's
+builds of kiln_engine/kernels/optimisers.py); the numpy reference path is timed too, to
+show what fusion buys.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import interleaved, machine, ratio_line
 from engine_mlp import copy_to_torch
 from kiln_engine import Adam, Chain, Dense, losses, relu, setup, update, withgradient
+from kiln_engine.kernels import optimisers as kernels
 from kiln_engine.optimisers import _fused
 
 
@@ -93,7 +95,7 @@ def update_case(n_arrays: int = 1000, size: int = 10_000) -> dict[str, float]:
 def main() -> None:
     print(machine())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fused kernels: "
-          f"{'numba' if _fused.enabled else 'unavailable (numpy path)'}")
+          f"{'numba' if _fused.enabled and kernels.CPU else 'unavailable (numpy path)'}")
     t = train_step_case()
     print("MLP 784-512-512-10, batch 128, forward + backward + Adam:")
     print(ratio_line("  vs Adam(foreach=True)", t["kiln"], t["foreach"], "torch", 1.0))
