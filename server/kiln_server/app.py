@@ -39,7 +39,7 @@ ENDING_THREADS = 8
 def prepare(settings: Settings) -> tuple[object, str | None]:
     """Open and migrate the database and seed the admin: (engine, new admin token or None)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.url)
+    engine = make_engine(settings.url, settings.db_pool_size)
     with setup_lock(engine):
         migrate.upgrade(engine)
         with session_scope(make_sessionmaker(engine)) as session:

@@ -40,12 +40,14 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; ``postgresql://`` URLs use psycopg 3."""
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    """An engine for ``url``; ``postgresql://`` URLs use psycopg 3, keeping ``pool_size``
+    connections open, and opening as many again while more threads need one."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size,
+                             max_overflow=pool_size)
     engine = create_engine(url, connect_args={"check_same_thread": False,
                                               "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _sqlite_connect)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -205,7 +206,12 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_owner_id_updated_at", "owner_id", "updated_at"),)
+    __table_args__ = (
+        Index("ix_jobs_owner_id_updated_at", "owner_id", "updated_at"),
+        # The queue in claim order (services/queue.claim's pick), the queued rows only.
+        Index("ix_jobs_queue", "queued_at", "id", postgresql_where=text("status = 'queued'"),
+              sqlite_where=text("status = 'queued'")),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

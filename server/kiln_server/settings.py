@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     max_page_size: int = Field(500, gt=0, description="the largest page a list request may "
                                "ask for")
     max_step_points: int = Field(2000, gt=0, description="steps returned after downsampling")
+    db_pool_size: int = Field(
+        16, gt=0, le=1000, description="PostgreSQL: the connections an API replica keeps "
+        "open (as many again open while its threads need more). Keep replicas x 2 x this "
+        "under the server's max_connections")
     sqlite_recheck_s: float = Field(
         1.0, gt=0, description="on SQLite, how often a held request (a worker's claim or "
         "controls long-poll, an event stream) re-reads the database: the bound on the delay "
