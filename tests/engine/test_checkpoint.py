@@ -159,10 +159,10 @@ def test_a_checkpoint_moves_between_devices(direction, device):
     steer(b, 40)
     if device.name == "fake":
         assert same_weights(state_dict(a.model), state_dict(b.model))
-    else:  # the GPU rounds its sums and transcendentals its own way
+    else:  # the GPU rounds its sums and transcendentals its own way: close in norm
         wa, wb = (map_arrays(to_host, state_dict(t.model)) for t in (a, b))
         for k in wa:
-            np.testing.assert_allclose(wb[k], wa[k], rtol=1e-3, atol=1e-5, err_msg=k)
+            assert np.linalg.norm(wb[k] - wa[k]) <= 1e-3 * np.linalg.norm(wa[k]), k
     assert b.state()["steps"] == a.state()["steps"] == 97
 
 
