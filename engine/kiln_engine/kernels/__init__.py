@@ -23,10 +23,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["C_TYPES", "KERNELS", "Elementwise", "Raw", "compiled", "families"]
+__all__ = ["C_TYPES", "EXACT", "KERNELS", "Elementwise", "Raw", "compiled", "families"]
 
 #: The C type CuPy substitutes for each dtype a kernel is built for.
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+#: NVRTC options of every kernel: no multiply-add contraction (``a * b + c`` rounded twice,
+#: as numpy rounds it; division and square root are IEEE-exact by default), so that a
+#: kernel's arithmetic is its twin's.
+EXACT = ("--fmad=false",)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class Elementwise:
     twin: Callable[..., Any]
     scalars: frozenset[str] = frozenset()
     preamble: str = ""
-    options: tuple[str, ...] = ()
+    options: tuple[str, ...] = EXACT
 
     def build(self, cupy: Any, dtype: Any) -> Any:
         return cupy.ElementwiseKernel(self.in_params, self.out_params, self.operation,
@@ -58,7 +62,7 @@ class Raw:
     name: str
     body: str
     twin: Callable[..., Any]
-    options: tuple[str, ...] = ()
+    options: tuple[str, ...] = EXACT
 
     def source(self, dtype: Any) -> str:
         return f"typedef {C_TYPES[np.dtype(dtype)]} T;\n{self.body}"

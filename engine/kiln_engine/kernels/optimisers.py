@@ -4,8 +4,8 @@ after up to two gradient stages (ClipGrad, WeightDecay) as an OptimiserChain put
 Each kernel reads the gradient, the parameter and its state once and writes them once,
 doing per entry exactly what the rules' ``apply`` does (``optimisers/rules.py``,
 ``optimisers/modifiers.py``), in the same order. Three builds of each, one argument list:
-the CUDA source (compiled with ``--fmad=false``: no multiply-add contraction, and
-division and square root are IEEE-exact by default, so a GPU gives the CPU's very bits),
+the CUDA source (compiled, as every kernel is, without multiply-add contraction, so a GPU
+gives the CPU's very bits),
 the numba loop that the CPU path runs (:data:`CPU`, by kernel name; no fast-math, no
 contraction) and the numpy twin. The scalars (rates, bias corrections) are computed once
 a step on the host, in the parameter's dtype, exactly as the rules compute them: the
@@ -55,7 +55,6 @@ __device__ inline T kiln_stage(T d, const T x, const T kind, const T p) {
 _GRAD = "const T d = kiln_stage(kiln_stage(g, x, s1, p1), x, s2, p2);\n"
 _STAGE_PARAMS = "T g, T s1, T p1, T s2, T p2"
 _STAGE_SCALARS = frozenset({"s1", "p1", "s2", "p2"})
-_EXACT = ("--fmad=false",)
 
 
 def _stage(d: Any, x: Any, kind: int, p: Any) -> Any:
@@ -104,14 +103,14 @@ def _adam_twin(g: Any, s1: int, p1: Any, s2: int, p2: Any, b1: Any, b2: Any, omb
 DESCENT = register(Elementwise(
     "kiln_descent", f"{_STAGE_PARAMS}, T eta", "T x",
     _GRAD + "x = x - d * eta;",
-    _descent_twin, _STAGE_SCALARS | {"eta"}, _STAGES, _EXACT))
+    _descent_twin, _STAGE_SCALARS | {"eta"}, _STAGES))
 
 MOMENTUM = register(Elementwise(
     "kiln_momentum", f"{_STAGE_PARAMS}, T eta, T rho", "T x, T v",
     _GRAD + """const T vi = v * rho + eta * d;
 v = vi;
 x = x - vi;""",
-    _momentum_twin, _STAGE_SCALARS | {"eta", "rho"}, _STAGES, _EXACT))
+    _momentum_twin, _STAGE_SCALARS | {"eta", "rho"}, _STAGES))
 
 ADAM = register(Elementwise(
     "kiln_adam",
@@ -133,7 +132,7 @@ if (mode == 1) {
 x = xi - step;""",
     _adam_twin,
     _STAGE_SCALARS | {"b1", "b2", "omb1", "omb2", "scale", "rsq", "eps", "eta", "lam", "mode"},
-    _STAGES, _EXACT))
+    _STAGES))
 
 
 def stage_args(x: Any, stages: Sequence[tuple[int, float]]) -> tuple:
