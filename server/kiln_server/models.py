@@ -222,8 +222,9 @@ class Job(Base):
     parameters: Mapped[int] = mapped_column(BigInteger)
     paths: Mapped[list[Any]] = mapped_column()  # the optimiser state's subtree paths
     requested: Mapped[JobRequest | None] = mapped_column(_enum(JobRequest))
-    # Which workers may claim it (services/queue.py's claim); jobs from before 0006: any.
-    device: Mapped[JobDevice] = mapped_column(_enum(JobDevice), default=JobDevice.any,
+    # Which workers may claim it (services/queue.py's claim). The database's default (a
+    # job from before 0006, or a row written as an older revision had it) is any.
+    device: Mapped[JobDevice] = mapped_column(_enum(JobDevice),
                                               server_default=JobDevice.any.value)
     queued_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     lease_token: Mapped[str | None] = mapped_column(String(64))
