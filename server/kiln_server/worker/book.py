@@ -47,7 +47,7 @@ class AbandonError(Exception):
     """The lease is gone: leave the job without another write."""
 
 
-def finite(v: Any) -> float | None:
+def _finite(v: Any) -> float | None:
     """A number as JSON can carry it: None for a missing or non-finite one."""
     return float(v) if v is not None and math.isfinite(v) else None
 
@@ -55,12 +55,12 @@ def finite(v: Any) -> float | None:
 def epoch_row(record: EpochRecord) -> dict[str, Any]:
     """An engine EpochRecord as the worker API's EpochIn (non-finite numbers as null)."""
     m = record.metrics
-    return {"epoch": record.epoch, "train_loss": finite(m.get("train_loss")),
-            "val_loss": finite(m.get("val_loss")),
-            "metrics": {k: finite(v) for k, v in m.items()},
+    return {"epoch": record.epoch, "train_loss": _finite(m.get("train_loss")),
+            "val_loss": _finite(m.get("val_loss")),
+            "metrics": {k: _finite(v) for k, v in m.items()},
             "learning_rates": {p: float(v) for p, v in record.hyper.get("eta", {}).items()},
             "frozen": list(record.frozen), "skipped_steps": len(record.skipped),
-            "samples_per_s": finite(record.samples_per_s), "duration_s": record.seconds}
+            "samples_per_s": _finite(record.samples_per_s), "duration_s": record.seconds}
 
 
 def state_tree(trainer: Trainer) -> dict[str, Any]:
@@ -131,7 +131,7 @@ class Book:
         self.step = record.step
         if not self.losses:
             self.losses_from = record.step
-        self.losses.append(finite(record.loss))
+        self.losses.append(_finite(record.loss))
         now = time.monotonic()
         if record.epoch_end is not None:
             self.rows.append(epoch_row(record.epoch_end))
