@@ -435,8 +435,9 @@ def test_describe_state_lists_every_leaf_with_its_rule_hyper_parameters_and_flag
     assert all(isinstance(r, LeafInfo) for r in rows)
     enc_w, enc_b, dec_w, dec_b = rows
     assert enc_w.rule == chain and not enc_w.frozen and enc_w.tied_to is None
+    # in a chain, each name as its first member that has it holds it
     assert enc_w.hyper == {"delta": 1.0, "lambda_": 0.1, "eta": 0.01, "beta": (0.9, 0.999),
-                           "epsilon": 1e-08, "couple": True}  # in a chain: as its first member has it
+                           "epsilon": 1e-08, "couple": True}
     assert enc_b.frozen and dec_w.tied_to == "layers.enc.weight"
     assert dec_b.hyper["eta"] == 0.5 and dec_b.rule[2].hyperparameters()["lambda_"] == 0.5
     assert describe_state(setup(Descent(0.3), w)) == [LeafInfo("", Descent(0.3), {"eta": 0.3},
