@@ -11,7 +11,7 @@ from kiln_server.db import make_engine, make_sessionmaker, session_scope
 from kiln_server.models import Epoch, Job, JobStatus, Token, User, Worker, utcnow
 from kiln_server.schemas import JobPublic
 from kiln_server.services import jobs
-from sqlalchemy import event, insert, select
+from sqlalchemy import column, event, insert, select, table
 
 from .conftest import pg_database
 from .test_worker_api import claimed  # noqa: F401  (a fixture)
@@ -101,12 +101,14 @@ def test_migration_0004_fills_in_latest_from_the_stored_epoch_rows(database_url)
     with engine.begin() as conn:
         conn.execute(insert(tables["users"]).values(id="u1", name="u", is_admin=False,
                                                     created_at=utcnow()))
+        # The jobs table as 0003 left it: the columns of later migrations (and the
+        # models' defaults for them) are not there yet.
+        jobs_0003 = table("jobs", *(column(c, tables["jobs"].c[c].type) for c in old))
         for job_id in ("trained", "new"):
-            conn.execute(insert(tables["jobs"]).values(
-                {k: v for k, v in dict(id=job_id, owner_id="u1", name="", status="running",
-                                       spec={}, parameters=0, paths=[], attempt=1, epoch=0,
-                                       step=0, queued_at=utcnow(), created_at=utcnow(),
-                                       updated_at=utcnow()).items() if k in old}))
+            conn.execute(insert(jobs_0003).values(
+                id=job_id, owner_id="u1", name="", status="running", spec={}, parameters=0,
+                paths=[], attempt=1, epoch=0, step=0, queued_at=utcnow(),
+                created_at=utcnow(), updated_at=utcnow()))
         for epoch, loss in ((2, 0.5), (3, 0.25), (1, 1.0)):
             conn.execute(insert(tables["epochs"]).values(
                 job_id="trained", epoch=epoch, train_loss=loss, val_loss=None,
