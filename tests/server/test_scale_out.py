@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import httpx
 import numpy as np
@@ -153,8 +153,11 @@ def test_replicas_starting_together_on_a_new_database_all_start(tmp_path):
         starts = [pool.submit(conftest.Server, tmp_path / f"replica-{i}", database_url=url,
                               env={"KILN_BLOB_STORE": (tmp_path / "blobs").as_uri()})
                   for i in range(3)]
-        servers = [s.result() for s in starts]
+        wait(starts)
+        servers = [s.result() for s in starts if s.exception() is None]
         try:
+            for s in starts:
+                s.result()  # a replica that did not start fails the test (after the rest stop)
             for srv in servers:
                 with srv.client(conftest.ADMIN_TOKEN) as admin:
                     r = admin.get("/v1/tokens")
