@@ -76,8 +76,11 @@ class Book:
     """The book of ``claim``'s run, written by the training thread alone; its posts go out
     through a Sender, which stops at a lost lease (``lost``)."""
 
-    def __init__(self, client: WorkerClient, claim: Claim, lost: threading.Event) -> None:
-        self.client, self.claim = client, claim
+    def __init__(self, client: WorkerClient, claim: Claim, lost: threading.Event,
+                 hush: Callable[[], None]) -> None:
+        # ``hush`` ends the heartbeats before the last write (finish or release), so that
+        # the last write is the job's last request: a heartbeat after it would be refused.
+        self.client, self.claim, self.hush = client, claim, hush
         self.sender = Sender(lost)
         self.trainer: Trainer | None = None
         # Progress for heartbeats: plain ints the training thread rebinds and the
@@ -211,6 +214,7 @@ class Book:
             error = f"posting results failed: {describe_failure(self.sender.error)}"
         steps, rows = self._take_logs()
         weights = weights_to_bytes(self.trainer.model) if status == Outcome.succeeded else None
+        self.hush()
         try:
             self.client.finish(self.claim.job_id, self.claim.lease, status, *self.progress(),
                                error, steps, rows, weights)
@@ -225,6 +229,7 @@ class Book:
         be told, the job waits for its lease to lapse instead."""
         if not self.sender.drain():
             raise AbandonError()
+        self.hush()
         try:
             self.client.release(self.claim.job_id, self.claim.lease)
         except (WorkerAPIError, ServerUnreachableError) as e:

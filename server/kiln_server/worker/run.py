@@ -68,8 +68,8 @@ class JobRun:
         self.datasets = datasets or LoadedDatasets(0)
         self.job_id = self.claim.job_id
         self.lost = threading.Event()  # set by any thread that meets a 409
-        self.book = Book(client, self.claim, self.lost)
-        self.inbox = ControlsInbox(client, self.claim, self.lost, self.book.heartbeat)
+        self.inbox = ControlsInbox(client, self.claim, self.lost, lambda: self.book.heartbeat())
+        self.book = Book(client, self.claim, self.lost, hush=self.inbox.close)
         self.trainer: Trainer | None = None
 
     # ------------------------------------------------------------------ setup
