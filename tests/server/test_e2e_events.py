@@ -105,7 +105,9 @@ def test_the_jobs_stream_follows_a_job_a_real_worker_trains(e2e_server, make_wor
     dataset = upload_digits(client, digits_split())
     stream = Follower(e2e_server, token)
     try:
-        job_id = submit(client, digits_job(dataset, epochs=4, stop=None))
+        # Batches of 8: 700 steps, long enough for several log posts (every 0.05 s)
+        # even on a busy machine, each moving the progress the stream reports.
+        job_id = submit(client, digits_job(dataset, epochs=4, stop=None, batch_size=8))
         make_workers(e2e_server).start(1)
         done = finished(client, job_id)
         last = stream.next("the job's end", job_id, status="succeeded")
