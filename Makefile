@@ -44,13 +44,15 @@ run: $(STAMP) dashboard
 demo: $(STAMP)
 	$(PY) -m kiln_engine.demo
 
-## Every test: lint, the dashboard's unit tests (Vitest), then the whole suite.
+## Every test: lint, the dashboard's unit tests (Vitest), then the whole suite, in three
+## processes (pytest-xdist; a module's tests stay in one, with its servers): most of the
+## suite waits on servers and workers it starts, so three share two cores well.
 ## PyTorch-oracle tests run when torch is installed (.ci/run installs it):
 ## `$(PY) -m pip install torch==2.13.0`; browser tests when Chromium is (/usr/bin/chromium).
 test: $(STAMP) dashboard
 	$(PY) -m ruff check .
 	cd dashboard && npm test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 3 --dist loadscope
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
