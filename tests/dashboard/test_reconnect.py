@@ -4,7 +4,6 @@ data, same port) it is live again and shows a job submitted meanwhile."""
 
 from __future__ import annotations
 
-import pytest
 from kiln_client import Client
 
 from tests.server import conftest as server_conftest
@@ -13,8 +12,7 @@ from tests.server.e2e_support import digits_split, new_client
 from .conftest import EXPECT_MS, VIEWPORT, digits_spec, expect, sign_in
 
 
-def test_a_dropped_stream_says_so_and_comes_back(browser, dashboard_dir, tmp_path,
-                                                  monkeypatch: pytest.MonkeyPatch):
+def test_a_dropped_stream_says_so_and_comes_back(browser, dashboard_dir, tmp_path):
     env = {"KILN_DASHBOARD_DIR": str(dashboard_dir)}
     server = server_conftest.Server(tmp_path, env=env)
     context = browser.new_context(viewport=VIEWPORT, base_url=server.url)
@@ -34,8 +32,8 @@ def test_a_dropped_stream_says_so_and_comes_back(browser, dashboard_dir, tmp_pat
         expect(state).to_have_attribute("data-state", "reconnecting")
         expect(state).to_have_text("reconnecting…")
 
-        monkeypatch.setattr(server_conftest, "free_port", lambda: server.port)
-        server = server_conftest.Server(tmp_path, env=env)  # the same data and port
+        # the same data and port
+        server = server_conftest.Server(tmp_path, env=env, port=server.port)
         expect(state).to_have_attribute("data-state", "open")
         with Client(server.url, token) as kiln:
             kiln.jobs.submit_spec(digits_spec(dataset, name="after"))

@@ -51,12 +51,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, log: io.TextIOBase) -> None:
+    """SIGTERM a server the tests started (SIGKILL if it has not exited in 10 s), then
+    close its log."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    log.close()
+
+
 class Server:
     """A running ``kiln-server serve`` and how to reach it."""
 
     def __init__(self, data_dir: Path, database_url: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+                 env: dict[str, str] | None = None, port: int | None = None) -> None:
+        # ``port``: a stopped server's, to start it again where its clients reach it.
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.database_url = database_url or f"sqlite:///{data_dir / 'kiln.db'}"
@@ -96,12 +109,7 @@ class Server:
                             timeout=30)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        stop_process(self.proc, self.log)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

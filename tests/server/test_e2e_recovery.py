@@ -96,8 +96,7 @@ def _two_epochs_in(server, make_workers):
     return client, job_id, job, ds, arrays, workers
 
 
-def test_server_restarted_mid_job_loses_nothing(tmp_path, make_workers, monkeypatch,
-                                                database_url):
+def test_server_restarted_mid_job_loses_nothing(tmp_path, make_workers, database_url):
     (tmp_path / "data").mkdir()
     server = conftest.Server(tmp_path / "data", database_url=database_url)
     try:
@@ -105,8 +104,8 @@ def test_server_restarted_mid_job_loses_nothing(tmp_path, make_workers, monkeypa
         server.stop()
         time.sleep(0.5)
         # The same data and the same port: the worker's URL still reaches it.
-        monkeypatch.setattr(conftest, "free_port", lambda: server.port)
-        server = conftest.Server(tmp_path / "data", database_url=database_url)
+        server = conftest.Server(tmp_path / "data", database_url=database_url,
+                                 port=server.port)
         client = server.client(client.headers["Authorization"].split()[1])
         done = finished(client, job_id)
         assert done["status"] == "succeeded", done["error"]

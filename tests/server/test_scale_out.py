@@ -47,23 +47,20 @@ RUN_S = 300.0
 
 
 @pytest.fixture
-def start_replica(tmp_path, monkeypatch):
+def start_replica(tmp_path):
     """``start(i)``: replica i (0 or 1) on one PostgreSQL database and one blob store;
     starting one again reuses its port. All are stopped at the end."""
     running: dict[int, conftest.Server] = {}
-    ports: dict[int, int] = {}
     with conftest.pg_database() as url:
         env = {"KILN_LEASE_S": str(LEASE_S),
                "KILN_BLOB_STORE": (tmp_path / "blobs").as_uri()}
 
         def start(i: int) -> conftest.Server:
-            if i in ports:
-                monkeypatch.setattr(conftest, "free_port", lambda: ports[i])
             data = tmp_path / f"replica-{i}"
             data.mkdir(exist_ok=True)
-            running[i] = conftest.Server(data, database_url=url, env=env)
-            ports[i] = running[i].port
-            monkeypatch.undo()
+            before = running.get(i)
+            running[i] = conftest.Server(data, database_url=url, env=env,
+                                         port=before.port if before else None)
             return running[i]
 
         yield start
