@@ -50,20 +50,25 @@ def loc(path: str, root: str = "body") -> list[str | int]:
 NUL_MESSAGE = "must not contain a NUL character (\\u0000)"
 
 
+#: What may hold text in a JSON body: numbers, booleans and nulls are passed over.
+_TEXTUAL = (str, dict, list, tuple)
+
+
 def nul_at(value: Any) -> list[str | int] | None:
     """The path to the first string containing a NUL character (a key or a value) in
-    ``value`` (JSON-like: dicts, lists, strings); None if there is none."""
+    ``value`` (JSON-like: dicts, lists, strings); None if there is none. Cheap on the
+    long lists of numbers that workers post (a step's losses): one type check each."""
     if isinstance(value, str):
         return [] if "\x00" in value else None
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str) and "\x00" in key:
                 return [key]
-            if (inner := nul_at(item)) is not None:
+            if isinstance(item, _TEXTUAL) and (inner := nul_at(item)) is not None:
                 return [key, *inner]
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            if (inner := nul_at(item)) is not None:
+            if isinstance(item, _TEXTUAL) and (inner := nul_at(item)) is not None:
                 return [i, *inner]
     return None
 
