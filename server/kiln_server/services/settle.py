@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import ColumnElement, case, select, update
+from sqlalchemy import ColumnElement, String, Update, bindparam, case, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ..models import Control, ControlKind, ControlStatus, Job, JobStatus, utcnow
@@ -38,11 +38,9 @@ VERDICTS: dict[JobStatus, dict[ControlKind, ControlStatus]] = {
 }
 
 
-def settle(session: Session, job_ids: Collection[str], status: JobStatus,
-           how: str | None = None) -> None:
-    """Settle the pending controls of ``job_ids``, which have just entered ``status``, as
-    :data:`VERDICTS` says. ``how`` says how the applied ones were carried out when no
-    worker said so ("when the worker's lease expired"); their reason, else none."""
+def _statement(status: JobStatus) -> Update:
+    """The UPDATE that settles the pending controls of the jobs ``status`` is entered by
+    (the bound ``jobs``; ``reason``, that of the applied ones; ``now``)."""
     verdicts = VERDICTS[status]
     applied = [k for k, v in verdicts.items() if v == _APPLIED]
 
@@ -51,14 +49,26 @@ def settle(session: Session, job_ids: Collection[str], status: JobStatus,
         return case((Control.kind.in_(applied),
                      select(column).where(Job.id == Control.job_id).scalar_subquery()))
 
-    session.execute(
-        update(Control).where(Control.job_id.in_(list(job_ids)),
-                              Control.status == ControlStatus.pending,
-                              Control.kind.in_(list(verdicts)))
-        .values(status=case(*((Control.kind == k, v.value) for k, v in verdicts.items())),
-                reason=case((Control.kind.in_(applied), f"applied {how}" if how else None),
-                            (Control.kind.in_(LIFECYCLE), f"the job {status} first"),
-                            else_=f"the job {status} before the control applied"),
-                applied_epoch=progress(Job.epoch), applied_step=progress(Job.step),
-                resolved_at=utcnow()),
-        execution_options={"synchronize_session": False})
+    return (update(Control).where(Control.job_id.in_(bindparam("jobs", expanding=True)),
+                                  Control.status == ControlStatus.pending,
+                                  Control.kind.in_(list(verdicts)))
+            .values(status=case(*((Control.kind == k, v.value) for k, v in verdicts.items())),
+                    reason=case((Control.kind.in_(applied), bindparam("reason", type_=String)),
+                                (Control.kind.in_(LIFECYCLE), f"the job {status} first"),
+                                else_=f"the job {status} before the control applied"),
+                    applied_epoch=progress(Job.epoch), applied_step=progress(Job.step),
+                    resolved_at=bindparam("now"))
+            .execution_options(synchronize_session=False))
+
+
+#: Built once: building the statement cost more than running it.
+_SETTLE = {status: _statement(status) for status in VERDICTS}
+
+
+def settle(session: Session, job_ids: Collection[str], status: JobStatus,
+           how: str | None = None) -> None:
+    """Settle the pending controls of ``job_ids``, which have just entered ``status``, as
+    :data:`VERDICTS` says. ``how`` says how the applied ones were carried out when no
+    worker said so ("when the worker's lease expired"); their reason, else none."""
+    session.execute(_SETTLE[status], {"jobs": list(job_ids), "now": utcnow(),
+                                      "reason": f"applied {how}" if how else None})
