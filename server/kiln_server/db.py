@@ -42,12 +42,15 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
 
 def make_engine(url: str, pool_size: int = 5) -> Engine:
     """An engine for ``url``; ``postgresql://`` URLs use psycopg 3, keeping ``pool_size``
-    connections open, and opening as many again while more threads need one."""
+    connections open, and opening as many again while more threads need one.
+
+    A pooled connection is not pinged before each use (a round trip on every request):
+    a connection found dead on use invalidates the whole pool, and its request is a 503
+    (errors.py) that the client tries again, on new connections."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=pool_size,
-                             max_overflow=pool_size)
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size)
     engine = create_engine(url, connect_args={"check_same_thread": False,
                                               "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _sqlite_connect)

@@ -14,7 +14,9 @@ paths such as ``model.layers.enc.layers[0].out``) become locations with :func:`l
 A 422 body is always JSON: an ``input`` that came as bytes which are not UTF-8 is echoed
 with the undecodable bytes replaced, never a 500 for failing to encode it.
 A blob the blob store lacks is a 404, and a store that does not answer a 503 (with
-Retry-After): another replica, or a later try, may serve it.
+Retry-After): another replica, or a later try, may serve it. So is a request whose
+database connection turned out dead (the database restarted): the pool has let go of its
+connections, and the next try gets new ones.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 
 from .blobs import BlobMissingError, BlobStoreUnavailableError, TooLargeError
 
@@ -114,6 +117,15 @@ def install_handlers(app: FastAPI) -> None:
         # The store's own words stay in the log: they may name its host and bucket.
         log.warning("blob store: %s", exc)
         return JSONResponse({"detail": "the blob store is unavailable; try again shortly"},
+                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        if not exc.connection_invalidated:
+            raise exc  # a bug: a 500
+        log.warning("database: a connection was lost (%s); the pool starts afresh",
+                    exc.orig)
+        return JSONResponse({"detail": "the database connection was lost; try again"},
                             status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(TooLargeError)
