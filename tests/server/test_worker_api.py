@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import signal
 import subprocess
@@ -337,6 +338,24 @@ def test_checkpoint_weights_state_and_finish(user, worker, claimed):
     assert job["status"] == "succeeded" and job["finished_at"] is not None
     r = user.post(f"/v1/jobs/{job_id}/controls", json={"kind": "thaw"})
     assert r.status_code == 409  # control on a finished job
+
+
+def test_a_checkpoint_that_arrives_after_a_newer_one_changes_nothing(worker, claimed):
+    """An upload retried (its first try still on its way) may land after the next one:
+    the job keeps the newer checkpoint, and its next holder resumes from it."""
+    job_id, lease, wid, _ = claimed
+    put = lambda content, epoch, step: worker.put(
+        f"/v1/worker/jobs/{job_id}/checkpoint", headers=lease, content=content,
+        params={"epoch": epoch, "step": step})
+    assert put(b"ckpt-new", 2, 56).status_code == 204
+    assert put(b"ckpt-old", 1, 28).status_code == 204  # late: taken, and kept aside
+    assert worker.post(f"/v1/worker/jobs/{job_id}/release", headers=lease).status_code == 204
+    again = _drain(worker, wid, until=job_id)
+    assert again["checkpoint"] == {"sha256": hashlib.sha256(b"ckpt-new").hexdigest(),
+                                   "epoch": 2, "step": 56}
+    assert worker.get(f"/v1/worker/blobs/{again['checkpoint']['sha256']}").content == \
+        b"ckpt-new"
+    _finish(worker, job_id, {"Kiln-Lease": again["lease_token"]})
 
 
 def _finish_with(worker: httpx.Client, job_id: str, lease: dict, finish: dict | str | None,

@@ -336,11 +336,15 @@ def control_results(session: Session, job_id: str, lease: str, body: ControlResu
 
 def put_blob(session: Session, blobs: BlobStore, job_id: str, lease: str, kind: str,
              staged: Staging, epoch: int, step: int) -> str:
-    """Keep an uploaded checkpoint or the job's weights; the blob's sha256."""
+    """Keep an uploaded checkpoint or the job's weights; the blob's sha256. A checkpoint
+    older than the one the job holds changes nothing: a job's checkpoints only move on
+    (a resumed job trains on from its checkpoint), and an upload that arrives late (its
+    first try retried, the retry done first) must not send the next holder back."""
     sha = blobs.commit(staged)  # before the transaction begins (see the module's doc)
     job = _leased(session, job_id, lease)
     if kind == "checkpoint":
-        job.checkpoint_sha256, job.checkpoint_epoch, job.checkpoint_step = sha, epoch, step
+        if job.checkpoint_step is None or step >= job.checkpoint_step:
+            job.checkpoint_sha256, job.checkpoint_epoch, job.checkpoint_step = sha, epoch, step
     else:
         job.weights_sha256 = sha
         tell(session, job.id)  # it has weights now
