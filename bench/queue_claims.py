@@ -25,7 +25,9 @@ a temporary directory; PostgreSQL: a new database at 127.0.0.1:5432, dropped aft
 
 Claims per second count the claims answered in the measured window (after a warm-up of
 ``--warmup`` s) over its length; each claim is followed by its finish, so the rate is of
-whole claim + finish cycles. Printed beside them: the CPU a claim (with its finish) cost
+whole claim + finish cycles; with ``--claims-only`` each worker claims again at once
+(holding its jobs, as a fleet of workers starting does), so the rate is of claims alone.
+Printed beside them: the CPU a claim (with its finish) cost
 the process that ran it (this one, or the server) and PostgreSQL's backends, which says
 where the time goes better than the rate on a loaded machine.
 
@@ -156,8 +158,9 @@ class Queue:
         self.engine.dispose()
 
 
-def transaction_run(q: Queue, workers: int, seconds: float) -> Run:
-    """``workers`` threads claiming and finishing through the services for ``seconds``."""
+def transaction_run(q: Queue, workers: int, seconds: float, finish: bool) -> Run:
+    """``workers`` threads claiming (and finishing, with ``finish``) through the services
+    for ``seconds``."""
     sessions: sessionmaker[Session] = q.sessions
     with session_scope(sessions) as session:
         ids = [queue.register(session, q.worker_token, WorkerRegister(name=f"w{i}",
@@ -173,19 +176,20 @@ def transaction_run(q: Queue, workers: int, seconds: float) -> Run:
     def work(worker_id: str) -> None:
         while time.perf_counter() < end:
             t0 = time.perf_counter()
-            with session_scope(sessions) as session:  # the claim route's transaction
-                worker = queue.worker_for(session, q.worker_token, worker_id)
-                job = queue.claim(session, worker, q.settings.lease_s)
+            with session_scope(sessions) as session:  # a claim transaction, of one claim
+                (worker,) = queue.workers_seen(session, [(q.worker_token.id, worker_id)])
+                (job,) = queue.claim(session, [worker], q.settings.lease_s)
                 if job is None:
                     dry.set()
                     return
-                queue.claimed_context(session, job)
+                queue.claimed_context(session, [job])
                 job_id, lease = job.id, job.lease_token
             t1 = time.perf_counter()
             at.append(t1)  # list.append is atomic under the GIL
             latency.append(t1 - t0)
-            with session_scope(sessions) as session:
-                queue.finish(session, job_id, lease, done)
+            if finish:
+                with session_scope(sessions) as session:
+                    queue.finish(session, job_id, lease, done)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in ids]
     for t in threads:
@@ -219,7 +223,8 @@ class _Conn:
         return status, await self.reader.readexactly(length) if length else b""
 
 
-async def _http_run(url: str, secret: str, workers: int, seconds: float) -> Run:
+async def _http_run(url: str, secret: str, workers: int, seconds: float, finish: bool
+                    ) -> Run:
     host, port = url.removeprefix("http://").split(":")
     at: list[float] = []
     latency: list[float] = []
@@ -247,6 +252,8 @@ async def _http_run(url: str, secret: str, workers: int, seconds: float) -> Run:
             assert status == 200, body
             at.append(t1)
             latency.append(t1 - t0)
+            if not finish:
+                continue
             claimed = json.loads(body)
             status, body = await c.post(
                 f"/v1/worker/jobs/{claimed['job_id']}/finish",
@@ -260,8 +267,9 @@ async def _http_run(url: str, secret: str, workers: int, seconds: float) -> Run:
     return Run(at, latency, start, end, dry)
 
 
-def http_run(server: LocalServer, q: Queue, workers: int, seconds: float) -> Run:
-    return asyncio.run(_http_run(server.url, q.worker_secret, workers, seconds))
+def http_run(server: LocalServer, q: Queue, workers: int, seconds: float, finish: bool
+             ) -> Run:
+    return asyncio.run(_http_run(server.url, q.worker_secret, workers, seconds, finish))
 
 
 def _pg_cpu_s(url: str) -> dict[int, float]:
@@ -308,12 +316,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=0.5,
                     help="seconds at the start of each run left out of its figures")
     ap.add_argument("--owners", type=int, default=1, help="users the jobs belong to")
+    ap.add_argument("--claims-only", action="store_true",
+                    help="no finishes: each worker claims again at once, its jobs held (a "
+                    "burst of claims, as when a fleet of workers starts)")
     ap.add_argument("--depth", type=int, default=2000,
                     help="jobs queued at the start of each run (topped up before each)")
     args = ap.parse_args()
 
     print(f"{os.cpu_count()} cores; load average {os.getloadavg()}; {args.seconds:g} s "
           f"runs from {args.depth} queued jobs, of {args.owners} owner(s)", flush=True)
+    finish = not args.claims_only
     for backend in args.backends:
         with fresh_database(backend) as url:
             q = Queue(url, args.owners)
@@ -321,12 +333,12 @@ def main() -> None:
                 if "transaction" in args.layers:
                     for n in args.workers:
                         _measure(f"{backend} transaction N={n}", q, args.depth, args.warmup,
-                                 lambda n=n: transaction_run(q, n, args.seconds))
+                                 lambda n=n: transaction_run(q, n, args.seconds, finish))
                 if "http" in args.layers:
                     with LocalServer(database_url=url) as server:
                         for n in args.workers:
                             _measure(f"{backend} HTTP N={n}", q, args.depth, args.warmup,
-                                     lambda n=n: http_run(server, q, n, args.seconds),
+                                     lambda n=n: http_run(server, q, n, args.seconds, finish),
                                      server.proc.pid)
             finally:
                 q.close()

@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 
 from . import migrate
+from .api.claim_batches import ClaimBatches
 from .api.deps import refuse_nul
 from .api.routes import dashboard, datasets, jobs, system, worker, workers
 from .db import make_engine, make_sessionmaker, session_scope, setup_lock
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = make_sessionmaker(engine)
         app.state.read_sessions = make_sessionmaker(engine, read_only=True)
         app.state.endings = anyio.CapacityLimiter(ENDING_THREADS)  # see deps.get_session
+        app.state.claims = ClaimBatches(app.state.sessions, settings)
         # The replicas' shared blob store (services/blob_store.py): a replica whose store
         # is not the database's refuses to start.
         app.state.blobs = await run_in_threadpool(blob_store.open_shared, settings,
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Created with the app, not at startup: a server running it wakes the held
     # long-polls when it begins to shut down (serving.py), before the lifespan ends.
     app.state.wakeups = Wakeups()
+    app.state.tokens = auth.TokenCache(settings.auth_cache_s)
     install_handlers(app)
     document_specs(app)
     v1 = APIRouter(prefix="/v1")

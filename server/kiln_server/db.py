@@ -4,9 +4,9 @@ SQLite transactions begin with ``BEGIN IMMEDIATE``: a transaction that reads and
 writes would otherwise fail with "database is locked" when another writer committed in
 between (WAL cannot upgrade a stale read snapshot), rather than waiting its turn.
 Writers queue on the busy timeout instead. A transaction that only reads (every one of
-a ``read_only`` sessionmaker's sessions: GET requests, the event streams' and long-polls'
-reads; or one begun with ``begin_read_only``: authentication's) begins deferred: it reads
-a WAL snapshot and never waits for, nor holds up, the writers.
+a ``read_only`` sessionmaker's sessions: GET requests, authentication's lookups, the
+event streams' and long-polls' reads) begins deferred: it reads a WAL snapshot and never
+waits for, nor holds up, the writers.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .services.stamps import stamp_changed_jobs
 
-__all__ = ["begin_read_only", "make_engine", "make_sessionmaker", "session_scope", "setup_lock"]
+__all__ = ["make_engine", "make_sessionmaker", "session_scope", "setup_lock"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: The PostgreSQL advisory lock under which a process migrates the database and seeds
@@ -73,12 +73,6 @@ def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmake
     sessions = sessionmaker(engine, expire_on_commit=False)
     event.listen(sessions, "before_commit", stamp_changed_jobs)
     return sessions
-
-
-def begin_read_only(session: Session) -> None:
-    """Begin the session's next transaction as one that only reads (the one after it is a
-    writer's again)."""
-    session.connection(execution_options={_READ_ONLY: True})  # BEGIN happens here
 
 
 @contextmanager

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     claim_wait_max_s: float = Field(
         30.0, ge=0, description="the longest a worker's claim is held while the queue is "
         "empty (a job queued meanwhile is handed out at once)")
+    claim_batch_max: int = Field(
+        64, gt=0, le=1000, description="the most claims an API replica answers in one "
+        "transaction: those that arrived while the last one ran")
     reaper_interval_s: float = Field(
         5.0, gt=0, description="how often the server puts the jobs whose lease expired (a "
         "worker that died) back in the queue")
@@ -95,6 +98,12 @@ class Settings(BaseSettings):
         16, gt=0, le=1000, description="PostgreSQL: the connections an API replica keeps "
         "open (as many again open while its threads need more). Keep replicas x 2 x this "
         "under the server's max_connections")
+    auth_cache_s: float = Field(
+        2.0, ge=0, description="how long an API replica keeps what a bearer token was found "
+        "to be, rather than look it up on every request; a token revoked through a "
+        "replica is refused by it at once, by the others within this long, and after "
+        "`kiln-server token revoke` (the database alone) by all within this long. 0: look "
+        "up every time")
     sqlite_recheck_s: float = Field(
         1.0, gt=0, description="on SQLite, how often a held request (a worker's claim or "
         "controls long-poll, an event stream) re-reads the database: the bound on the delay "

@@ -82,7 +82,7 @@ def test_racing_claimers_take_each_job_exactly_once(sessions):
         start.wait()
         while True:
             with session_scope(sessions) as s:
-                job = queue.claim(s, s.get(Worker, worker_id), lease_s=60)
+                job = queue.claim(s, [s.get(Worker, worker_id)], lease_s=60)[0]
                 if job is None:
                     return
                 with lock:
@@ -105,7 +105,7 @@ def test_reaper_requeues_expired_leases_and_honours_requests(sessions):
     [worker_id] = _seed(sessions, 3, 1)
     with session_scope(sessions) as s:
         worker = s.get(Worker, worker_id)
-        held = [queue.claim(s, worker, lease_s=60).id for _ in range(3)]
+        held = [queue.claim(s, [worker], lease_s=60)[0].id for _ in range(3)]
     with session_scope(sessions) as s:
         s.get(Job, held[1]).requested = "pause"
         s.get(Job, held[2]).requested = "cancel"
@@ -118,7 +118,7 @@ def test_reaper_requeues_expired_leases_and_honours_requests(sessions):
         assert [jobs[i].status for i in held] == [JobStatus.queued, JobStatus.paused,
                                                   JobStatus.cancelled]
         assert all(jobs[i].lease_token is None and jobs[i].worker_id is None for i in held)
-        again = queue.claim(s, s.get(Worker, worker_id), lease_s=60)
+        again = queue.claim(s, [s.get(Worker, worker_id)], lease_s=60)[0]
         assert (again.id, again.attempt) == (held[0], 2)
 
 
@@ -167,7 +167,7 @@ def test_a_released_job_is_let_go_at_once_as_the_reaper_would(sessions):
     [worker_id] = _seed(sessions, 3, 1)
     with session_scope(sessions) as s:
         worker = s.get(Worker, worker_id)
-        held = [queue.claim(s, worker, lease_s=60) for _ in range(3)]
+        held = [queue.claim(s, [worker], lease_s=60)[0] for _ in range(3)]
         leases = {j.id: j.lease_token for j in held}
         ids = [j.id for j in held]
         s.get(Job, ids[0]).checkpoint_sha256 = "c" * 64
@@ -198,7 +198,7 @@ def test_a_released_job_is_let_go_at_once_as_the_reaper_would(sessions):
     assert _controls(sessions, ids[1]) == {"pause": (ControlStatus.applied, released)}
     assert _controls(sessions, ids[2]) == {"cancel": (ControlStatus.applied, released)}
     with session_scope(sessions) as s:  # the next claim resumes it, the next attempt
-        again = queue.claim(s, s.get(Worker, worker_id), lease_s=60)
+        again = queue.claim(s, [s.get(Worker, worker_id)], lease_s=60)[0]
         assert (again.id, again.attempt, again.checkpoint_sha256) == (ids[0], 2, "c" * 64)
 
 
@@ -208,8 +208,8 @@ def test_the_jobs_of_a_dead_worker_are_requeued_and_no_other_workers(sessions):
     first, second = _seed(sessions, 2, 2)
     with session_scope(sessions) as s:
         token_id = s.get(Worker, first).token_id
-        mine = queue.claim(s, s.get(Worker, first), lease_s=60).id
-        theirs = queue.claim(s, s.get(Worker, second), lease_s=60).id
+        mine = queue.claim(s, [s.get(Worker, first)], lease_s=60)[0].id
+        theirs = queue.claim(s, [s.get(Worker, second)], lease_s=60)[0].id
     with session_scope(sessions) as s:
         assert queue.requeue_held_by(s, "no-such-token", "w0") == []
         assert queue.requeue_held_by(s, token_id, "w0") == [mine]
@@ -217,7 +217,7 @@ def test_the_jobs_of_a_dead_worker_are_requeued_and_no_other_workers(sessions):
         assert s.get(Job, mine).status == JobStatus.queued
         assert s.get(Job, theirs).worker_id == second
         # The second worker takes the requeued job: the first's name no longer holds it.
-        assert queue.claim(s, s.get(Worker, second), lease_s=60).id == mine
+        assert queue.claim(s, [s.get(Worker, second)], lease_s=60)[0].id == mine
     with session_scope(sessions) as s:
         assert queue.requeue_held_by(s, token_id, "w0") == []
         assert {j.status for j in s.scalars(select(Job))} == {JobStatus.running}
@@ -300,7 +300,7 @@ def _claimed(factory) -> tuple[str, str]:
     [worker_id] = _seed(factory, 0, 1)
     job_id = _job_with_every_control(factory, JobStatus.queued)
     with session_scope(factory) as s:
-        job = queue.claim(s, s.get(Worker, worker_id), lease_s=60)
+        job = queue.claim(s, [s.get(Worker, worker_id)], lease_s=60)[0]
         assert job.id == job_id
         job.epoch, job.step = 2, 40  # as reported by its worker
         return job.id, job.lease_token
@@ -376,7 +376,7 @@ def test_progress_never_goes_back_whichever_write_brings_it(sessions):
     a new claim starts it at the checkpoint."""
     [worker_id] = _seed(sessions, 1, 1)
     with session_scope(sessions) as s:
-        job = queue.claim(s, s.get(Worker, worker_id), lease_s=60)
+        job = queue.claim(s, [s.get(Worker, worker_id)], lease_s=60)[0]
         job_id, lease = job.id, job.lease_token
     writes = [
         (lambda s: queue.heartbeat(s, job_id, lease, Heartbeat(epoch=1, step=30), 60), (1, 30)),
@@ -401,7 +401,7 @@ def test_progress_never_goes_back_whichever_write_brings_it(sessions):
         job = s.get(Job, job_id)
         job.status, job.checkpoint_epoch, job.checkpoint_step = JobStatus.queued, 1, 28
     with session_scope(sessions) as s:
-        job = queue.claim(s, s.get(Worker, worker_id), lease_s=60)
+        job = queue.claim(s, [s.get(Worker, worker_id)], lease_s=60)[0]
         assert (job.id, job.epoch, job.step) == (job_id, 1, 28)
 
 
@@ -412,15 +412,15 @@ def test_a_claim_does_not_reap(sessions):
     queue empty (it is one statement), and takes the job once the reaper has run."""
     first, second = _seed(sessions, 1, 2)
     with session_scope(sessions) as s:
-        job_id = queue.claim(s, s.get(Worker, first), lease_s=60).id
+        job_id = queue.claim(s, [s.get(Worker, first)], lease_s=60)[0].id
         s.get(Job, job_id).lease_expires_at = utcnow() - timedelta(seconds=1)
     with session_scope(sessions) as s:
-        assert queue.claim(s, s.get(Worker, second), lease_s=60) is None
+        assert queue.claim(s, [s.get(Worker, second)], lease_s=60)[0] is None
         assert s.get(Job, job_id).status == JobStatus.running
     with session_scope(sessions) as s:
         assert queue.reap(s) == [job_id]
     with session_scope(sessions) as s:
-        job = queue.claim(s, s.get(Worker, second), lease_s=60)
+        job = queue.claim(s, [s.get(Worker, second)], lease_s=60)[0]
         assert (job.id, job.attempt, job.worker_id) == (job_id, 2, second)
 
 
@@ -456,3 +456,86 @@ def _reaped_without_claims(srv: Server, lease_s: float, every: float) -> None:
     waited = time.monotonic() - claimed
     assert (job["status"], job["worker"], job["attempt"]) == ("queued", None, 1)
     assert waited >= lease_s - 0.05  # not before the lease lapsed
+
+
+def _queue_in_order(factory, devices: list[str]) -> tuple[list[str], str, str]:
+    """Jobs asking for ``devices``, queued in that order a millisecond apart; their ids,
+    the owner's id and a worker token's id."""
+    with session_scope(factory) as s:
+        user = User(name="u")
+        s.add(user)
+        s.flush()
+        token = Token(user_id=user.id, sha256="1" * 64, worker=True)
+        s.add(token)
+        start = utcnow()
+        queued = [Job(owner_id=user.id, spec={}, parameters=0, paths=[""], device=d,
+                      queued_at=start + timedelta(milliseconds=i))
+                  for i, d in enumerate(devices)]
+        s.add_all(queued)
+        s.flush()
+        return [j.id for j in queued], user.id, token.id
+
+
+def _workers(factory, token_id: str, kinds: list[str]) -> list[str]:
+    with session_scope(factory) as s:
+        made = [Worker(token_id=token_id, name=f"w{i}", device={"kind": k})
+                for i, k in enumerate(kinds)]
+        s.add_all(made)
+        s.flush()
+        return [w.id for w in made]
+
+
+def _claim_batch(factory, worker_ids: list[str]) -> list[str | None]:
+    with session_scope(factory) as s:
+        jobs_ = queue.claim(s, [s.get(Worker, w) for w in worker_ids], lease_s=60)
+        return [None if j is None else j.id for j in jobs_]
+
+
+QUEUED = ["gpu", "any", "cpu", "gpu", "cpu"]
+
+
+@pytest.mark.parametrize("queued, kinds, expected", [
+    # One kind: the oldest jobs that kind may run, in the workers' order.
+    (QUEUED, ["cpu", "cpu", "cpu"], [1, 2, 4]),
+    # Both kinds: as if each had claimed in turn.
+    (QUEUED, ["cpu", "cuda", "cpu", "cuda"], [1, 0, 2, 3]),
+    (QUEUED, ["cuda", "cpu", "cpu", "cuda", "cpu"], [0, 1, 2, 3, 4]),
+    # The GPU worker is not left without a job because the CPU workers after it took
+    # every job it could run.
+    (["any", "any", "cpu"], ["cpu", "cuda", "cpu"], [0, 1, 2]),
+])
+def test_a_batch_of_claims_takes_what_the_same_claims_one_by_one_would(sessions, queued,
+                                                                         kinds, expected):
+    """Each worker of the batch gets the job it would have got claiming alone, after
+    those before it."""
+    ids, _, token_id = _queue_in_order(sessions, queued)
+    workers = _workers(sessions, token_id, kinds)
+    assert _claim_batch(sessions, workers) == [ids[i] for i in expected]
+    with session_scope(sessions) as s:
+        held = {j.id: (j.worker_id, j.lease_token, j.attempt, j.status)
+                for j in s.scalars(select(Job).where(Job.id.in_(ids)))}
+    for worker, i in zip(workers, expected, strict=True):
+        assert held[ids[i]][0] == worker and held[ids[i]][2:] == (1, JobStatus.running)
+    assert len({lease for _, lease, _, _ in held.values() if lease}) == len(workers)
+
+
+def test_a_batch_larger_than_the_queue_leaves_the_last_workers_without_a_job(sessions):
+    ids, _, token_id = _queue_in_order(sessions, ["any", "any"])
+    workers = _workers(sessions, token_id, ["cpu"] * 4)
+    assert _claim_batch(sessions, workers) == [ids[0], ids[1], None, None]
+    assert _claim_batch(sessions, workers[:1]) == [None]
+
+
+def test_workers_seen_names_only_the_workers_of_the_token_and_marks_them_seen(sessions):
+    _, _, token_id = _queue_in_order(sessions, [])
+    mine = _workers(sessions, token_id, ["cpu", "cuda"])
+    with session_scope(sessions) as s:
+        before = {w: s.get(Worker, w).last_seen_at for w in mine}
+    time.sleep(0.01)
+    with session_scope(sessions) as s:
+        seen = queue.workers_seen(s, [(token_id, mine[1]), ("another-token", mine[0]),
+                                      (token_id, "no-such-worker"), (token_id, mine[0])])
+    assert [None if w is None else (w.id, w.device["kind"]) for w in seen] == [
+        (mine[1], "cuda"), None, None, (mine[0], "cpu")]
+    with session_scope(sessions) as s:
+        assert all(s.get(Worker, w).last_seen_at > before[w] for w in mine)

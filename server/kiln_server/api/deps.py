@@ -3,9 +3,10 @@
 ``SessionDep`` is one session per request, committed when the handler returns and before
 the response is sent (``scope="function"``), so a client that gets a 2xx can read what it
 wrote. A GET's transactions, and authentication's, only read: on SQLite they take no
-lock (db.py), so readers never queue behind writers. Authentication ends its
-transaction at once: a write's own transaction holds SQLite's write lock (db.py), and an
-upload must not hold it while its body streams in.
+lock (db.py), so readers never queue behind writers. Authentication looks a token up
+in a transaction of its own, ended at once (and seldom: services/auth.TokenCache): a
+write's own transaction holds SQLite's write lock (db.py), and an upload must not hold
+it while its body streams in.
 
 Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency
 in its thread pool, and each such hop cost a request about 0.1-0.3 ms of the server's
@@ -20,16 +21,15 @@ from typing import Annotated
 
 import anyio
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData, State, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..blobs import BlobStore, Staging, TooLargeError
-from ..db import begin_read_only
 from ..errors import NUL_MESSAGE, InvalidError
 from ..models import Token, User
-from ..services import auth
 from ..settings import Settings
 
 __all__ = [
@@ -66,9 +66,11 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     session = (state.read_sessions if read_only else state.sessions)()
     try:
         yield session
-        await anyio.to_thread.run_sync(session.commit, limiter=state.endings)
+        if session.in_transaction():  # else nothing to end (the handler had its own)
+            await anyio.to_thread.run_sync(session.commit, limiter=state.endings)
     except BaseException:
-        await anyio.to_thread.run_sync(session.rollback, limiter=state.endings)
+        if session.in_transaction():
+            await anyio.to_thread.run_sync(session.rollback, limiter=state.endings)
         raise
     finally:
         session.close()
@@ -89,17 +91,26 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
 
 
-def _authenticate(session: SessionDep,
-                  cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-                  ) -> tuple[User, Token]:
-    if not session.in_transaction():
-        begin_read_only(session)  # a lookup: no write lock, even for a write's request
-    found = auth.authenticate(session, cred.credentials) if cred else None
-    session.commit()
+async def _authenticate(request: Request,
+                        cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+                        ) -> tuple[User, Token]:
+    """The token's user and record: kept a moment (services/auth.TokenCache), so that most
+    requests need no lookup, nor a session or a thread to make it with."""
+    tokens = request.app.state.tokens
+    found = tokens.cached(cred.credentials) if cred else None
+    if cred and found is None:
+        found = await run_in_threadpool(_look_up, request.app.state, cred.credentials)
     if found is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required",
                             headers={"WWW-Authenticate": "Bearer"})
     return found
+
+
+def _look_up(state: State, token: str) -> tuple[User, Token] | None:
+    """A lookup in a read-only transaction of its own, ended at once: it takes no write
+    lock, even for a write's request."""
+    with state.read_sessions() as session:
+        return state.tokens.look_up(session, token)
 
 
 Authenticated = Annotated[tuple[User, Token], Depends(_authenticate)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from typing import Literal
 
 from sqlalchemy import Select, select
@@ -13,8 +14,8 @@ from sqlalchemy.orm import Session
 from ..errors import ConflictError, NotFoundError
 from ..models import Token, User
 
-__all__ = ["ADMIN", "authenticate", "create_token", "find_token", "hash_token", "list_tokens",
-           "revoke_token", "seed_admin", "token_kind"]
+__all__ = ["ADMIN", "TokenCache", "authenticate", "create_token", "find_token", "hash_token",
+           "list_tokens", "revoke_token", "seed_admin", "token_kind"]
 
 #: The first user's name.
 ADMIN = "admin"
@@ -115,3 +116,37 @@ def authenticate(session: Session, token: str) -> tuple[User, Token] | None:
     row = session.execute(select(User, Token).join(Token, Token.user_id == User.id)
                           .where(Token.sha256 == hash_token(token))).first()
     return None if row is None else (row[0], row[1])
+
+
+class TokenCache:
+    """What bearer tokens were found to be, kept ``ttl_s`` seconds: a worker's claim or
+    heartbeat need not look its token up (a query and a commit) every time. Only tokens
+    found are kept: a token created a moment ago on another replica works at once. The
+    records kept are detached from any session, and only read. At most ``size`` are
+    kept; when full, it starts afresh."""
+
+    def __init__(self, ttl_s: float, size: int = 10_000) -> None:
+        self.ttl_s, self.size = ttl_s, size
+        self._found: dict[str, tuple[float, User, Token]] = {}
+
+    def cached(self, token: str) -> tuple[User, Token] | None:
+        """What ``token`` was found to be, if that is fresh; else None."""
+        kept = self._found.get(hash_token(token))
+        if kept is None or time.monotonic() - kept[0] >= self.ttl_s:
+            return None
+        return kept[1], kept[2]
+
+    def look_up(self, session: Session, token: str) -> tuple[User, Token] | None:
+        """:func:`authenticate`, keeping what is found."""
+        found = authenticate(session, token)
+        if found is not None and self.ttl_s > 0:
+            for record in found:
+                session.expunge(record)
+            if len(self._found) >= self.size:
+                self._found.clear()
+            self._found[hash_token(token)] = (time.monotonic(), *found)
+        return found
+
+    def forget(self) -> None:
+        """Drop every entry (a token was revoked: each is looked up again)."""
+        self._found.clear()

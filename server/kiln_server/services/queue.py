@@ -1,13 +1,13 @@
 """The queue as workers see it: register, claim, heartbeat, report, finish; and the reaper.
 
-The claim is one statement (after procrastinate): pick the oldest queued job that the
-worker's device fits (``jobs.device``: any, cpu, gpu; see CLAIMS) ``FOR UPDATE SKIP
-LOCKED`` and mark it running ``UPDATE … RETURNING``. A job no worker present fits just
-stays queued, in nobody's way. On PostgreSQL two
-claimers skip each other's locked rows, and the ``status = 'queued'`` re-check in the
-outer WHERE holds a row another transaction took between pick and update. SQLAlchemy
-renders no ``FOR UPDATE`` on SQLite, where the single UPDATE is atomic anyway (and
-writers are serialised by ``BEGIN IMMEDIATE``, see db.py).
+A claim takes jobs for a batch of workers at once (the claim route gathers the claims
+that arrive while the last batch runs, api/claim_batches.py), as if they had claimed one
+after another: a statement picks the oldest queued jobs that the workers' device fits
+(``jobs.device``: any, cpu, gpu; see CLAIMS) ``FOR UPDATE SKIP LOCKED``, and one
+``UPDATE … RETURNING`` marks them all running, each with its worker and lease. A job no
+worker present fits just stays queued, in nobody's way. On PostgreSQL two claimers skip
+each other's locked rows; SQLAlchemy renders no ``FOR UPDATE`` on SQLite, whose writers
+are serialised by ``BEGIN IMMEDIATE`` (db.py).
 
 Every write for a job carries the lease token of its claim. :func:`_leased` locks the
 job's row and compares the token and the expiry, so a worker that stalled past its lease
@@ -31,9 +31,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, case, delete, func, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, case, delete, func, select, update
 from sqlalchemy.orm import Session, defer
 
 from ..blobs import BlobStore, Staging
@@ -84,7 +84,7 @@ __all__ = [
     "register",
     "release",
     "requeue_held_by",
-    "worker_for",
+    "workers_seen",
 ]
 
 
@@ -96,12 +96,20 @@ def register(session: Session, token: Token, body: WorkerRegister) -> Worker:
     return worker
 
 
-def worker_for(session: Session, token: Token, worker_id: str) -> Worker:
-    """The worker registered with this token; NotFoundError for any other id."""
-    worker = session.get(Worker, worker_id)
-    if worker is None or worker.token_id != token.id:
-        raise NotFoundError(f"no worker {worker_id!r} registered with this token")
-    return worker
+#: Marks the workers seen now; their ids, tokens and devices.
+_SEEN = (update(Worker).where(Worker.id.in_(bindparam("workers", expanding=True)))
+         .values(last_seen_at=bindparam("now"))
+         .returning(Worker.id, Worker.token_id, Worker.device)
+         .execution_options(synchronize_session=False))
+
+
+def workers_seen(session: Session, asks: Sequence[tuple[str, str]]) -> list[Row[Any] | None]:
+    """For each ``(token id, worker id)`` asked, the worker (id, token_id, device), marked
+    seen now, if one was registered with that token, else None."""
+    found = {w.id: w for w in session.execute(
+        _SEEN, {"workers": sorted({w for _, w in asks}), "now": utcnow()})}
+    return [w if w is not None and w.token_id == token_id else None
+            for token_id, worker_id in asks for w in [found.get(worker_id)]]
 
 
 def _let_go(session: Session, which: ColumnElement[bool], now: datetime, why: str
@@ -158,55 +166,99 @@ CLAIMS = {DeviceKind.cpu: (JobDevice.any, JobDevice.cpu),
           DeviceKind.cuda: (JobDevice.any, JobDevice.gpu)}
 
 
-def claimable(worker: Worker) -> tuple[JobDevice, ...]:
+class _Claimant(Protocol):
+    id: str
+    device: dict[str, Any]
+
+
+def claimable(worker: _Claimant) -> tuple[JobDevice, ...]:
     """The devices of the jobs ``worker`` may claim (a device stored without a known kind,
     by a worker from before the kinds were checked, is a CPU)."""
     return CLAIMS.get(worker.device.get("kind"), CLAIMS[DeviceKind.cpu])
 
 
-def claim(session: Session, worker: Worker, lease_s: float) -> Job | None:
-    """Atomically take the oldest queued job for ``worker`` (of a device it has: a job
-    waiting for another kind of worker holds up no other), with a new lease; None if none."""
+#: The oldest ``n`` queued jobs of the ``devices`` bound but those ``taken`` already,
+#: locked, skipping those that another claim has locked (built once: building a
+#: statement costs more than running it).
+_PICK = (select(Job.id).where(Job.status == JobStatus.queued,
+                              Job.device.in_(bindparam("devices", expanding=True)),
+                              Job.id.not_in(bindparam("taken", expanding=True)))
+         .order_by(Job.queued_at, Job.id).limit(bindparam("n"))
+         .with_for_update(skip_locked=True))
+
+
+def claim(session: Session, workers: Sequence[_Claimant], lease_s: float
+          ) -> list[Job | None]:
+    """Take for each of ``workers``, in order, the oldest queued job of a device it has (a
+    job waiting for another kind of worker holds up no other), with a lease of its own;
+    None for a worker left without one: what as many claims one after another would
+    take. When the workers are of one kind, one statement picks all their jobs, and one
+    more hands them out: a batch of claims costs about what one does. (Workers of both
+    kinds pick one after the other: the oldest jobs that either may run must go to the
+    first to ask.)"""
+    if not workers:
+        return []
+    kinds = [claimable(worker) for worker in workers]
+    picks = ([(kinds[0], list(range(len(workers))))] if len(set(kinds)) == 1
+             else [(kind, [i]) for i, kind in enumerate(kinds)])
     now = utcnow()
-    pick = (select(Job.id).where(Job.status == JobStatus.queued,
-                                 Job.device.in_(claimable(worker)))
-            .order_by(Job.queued_at, Job.id).limit(1)
-            .with_for_update(skip_locked=True).scalar_subquery())
-    job = session.scalars(update(Job).where(Job.id == pick, Job.status == JobStatus.queued)
-                          .values(status=JobStatus.running, worker_id=worker.id,
-                                  lease_token=secrets.token_hex(16),
-                                  lease_expires_at=now + timedelta(seconds=lease_s),
-                                  attempt=Job.attempt + 1,
-                                  epoch=func.coalesce(Job.checkpoint_epoch, 0),
-                                  step=func.coalesce(Job.checkpoint_step, 0),
-                                  started_at=case((Job.started_at.is_(None), now),
-                                                  else_=Job.started_at))
-                          .returning(Job),
-                          execution_options={"synchronize_session": False,
-                                             "populate_existing": True}).first()
-    worker.last_seen_at = now
-    if job is not None:
+    handed: dict[str, int] = {}  # job id -> the worker's place in ``workers``
+    for devices, places in picks:
+        picked = session.scalars(_PICK, {"devices": list(devices), "n": len(places),
+                                         "taken": list(handed)}).all()
+        handed.update(zip(picked, places, strict=False))
+    claimed: list[Job | None] = [None] * len(workers)
+    if not handed:
+        return claimed
+    leases = {job_id: secrets.token_hex(16) for job_id in handed}
+    jobs = session.scalars(
+        update(Job).where(Job.id.in_(list(handed)))
+        .values(status=JobStatus.running,
+                worker_id=case({j: workers[i].id for j, i in handed.items()}, value=Job.id),
+                lease_token=case(leases, value=Job.id),
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                attempt=Job.attempt + 1, epoch=func.coalesce(Job.checkpoint_epoch, 0),
+                step=func.coalesce(Job.checkpoint_step, 0),
+                started_at=func.coalesce(Job.started_at, now))
+        .returning(Job),
+        execution_options={"synchronize_session": False, "populate_existing": True})
+    for job in jobs:
+        claimed[handed[job.id]] = job
         tell(session, job.id)  # its streams report it running
-    return job
+    return claimed
 
 
-def claimed_context(session: Session, job: Job) -> tuple[dict[str, Dataset], list[Control]]:
-    """The datasets and every control of a claimed job, for the claim's reply."""
-    datasets = session.scalars(select(Dataset).join(JobDataset, JobDataset.dataset_id ==
-                                                    Dataset.id).where(JobDataset.job_id == job.id))
-    controls = session.scalars(select(Control).where(Control.job_id == job.id)
-                               .order_by(Control.seq))
-    return {d.id: d for d in datasets}, list(controls)
+_CONTEXT_DATASETS = (select(JobDataset.job_id, Dataset)
+                     .join(Dataset, JobDataset.dataset_id == Dataset.id)
+                     .where(JobDataset.job_id.in_(bindparam("jobs", expanding=True))))
+_CONTEXT_CONTROLS = (select(Control).where(Control.job_id.in_(bindparam("jobs", expanding=True)))
+                     .order_by(Control.job_id, Control.seq))
+
+
+def claimed_context(session: Session, jobs: Sequence[Job]
+                    ) -> dict[str, tuple[dict[str, Dataset], list[Control]]]:
+    """By job id, the datasets and every control of each claimed job, for the claim's
+    reply."""
+    ids = [job.id for job in jobs]
+    context: dict[str, tuple[dict[str, Dataset], list[Control]]] = {i: ({}, []) for i in ids}
+    for job_id, dataset in session.execute(_CONTEXT_DATASETS, {"jobs": ids}):
+        context[job_id][0][dataset.id] = dataset
+    for control in session.scalars(_CONTEXT_CONTROLS, {"jobs": ids}):
+        context[control.job_id][1].append(control)
+    return context
+
+
+_JOB = select(Job).where(Job.id == bindparam("job")).options(
+    # The JSON columns wait until asked for: most writes never read them, and parsing
+    # them was a good part of a request's cost.
+    defer(Job.spec), defer(Job.paths), defer(Job.state))
+_JOB_LOCKED = _JOB.with_for_update()
 
 
 def _leased(session: Session, job_id: str, lease: str, *, lock: bool = True) -> Job:
     """The job, row-locked unless ``lock`` is False (a read), if ``lease`` is its current,
     unexpired lease; ConflictError if not."""
-    # The JSON columns wait until asked for: most writes never read them, and parsing
-    # them was a good part of a request's cost.
-    q = select(Job).where(Job.id == job_id).options(defer(Job.spec), defer(Job.paths),
-                                                     defer(Job.state))
-    job = session.scalar(q.with_for_update() if lock else q)
+    job = session.scalar(_JOB_LOCKED if lock else _JOB, {"job": job_id})
     if job is None:
         raise NotFoundError(f"no job {job_id!r}")
     if (job.status != JobStatus.running or job.lease_token is None

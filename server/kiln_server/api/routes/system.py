@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -72,6 +72,10 @@ def list_tokens(session: SessionDep, admin: AdminUser) -> TokensPublic:
 @router.delete("/v1/tokens/{token_id}", status_code=204, responses={
     404: {"description": "no such token"},
     409: {"description": "the last admin token: create another admin token first"}})
-def revoke_token(token_id: str, session: SessionDep, admin: AdminUser) -> None:
-    """Revoke a token: every request with it is refused (401) from now on."""
+def revoke_token(token_id: str, request: Request, session: SessionDep,
+                 admin: AdminUser) -> None:
+    """Revoke a token: every request with it is refused (401) from now on (by the other
+    API replicas, within KILN_AUTH_CACHE_S)."""
     auth.revoke_token(session, token_id)
+    session.commit()
+    request.app.state.tokens.forget()  # after the commit: no request finds it again

@@ -97,12 +97,10 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy.orm import Session, sessionmaker
 
 from ...blobs import BlobStore, Staging
 from ...db import session_scope
 from ...errors import InvalidError
-from ...models import Token
 from ...schemas import (
     COUNT_MAX,
     ClaimedJob,
@@ -110,7 +108,6 @@ from ...schemas import (
     ControlPublic,
     ControlResults,
     ControlsReply,
-    DatasetPublic,
     Finish,
     Heartbeat,
     HeartbeatReply,
@@ -160,40 +157,17 @@ async def claim_job(body: ClaimRequest, request: Request, token: CurrentWorkerTo
                     settings: SettingsDep) -> ClaimedJob | Response:
     """Take the oldest queued job, with a lease; while the queue is empty, wait up to
     ``wait_s`` for one (204 if none came)."""
-    wakeups, sessions = request.app.state.wakeups, request.app.state.sessions
+    wakeups, claims = request.app.state.wakeups, request.app.state.claims
     deadline = time.monotonic() + min(body.wait_s, settings.claim_wait_max_s)
     while True:
         bell = wakeups.bell(QUEUE)  # taken before the claim: a later queueing rings it
-        claimed = await run_in_threadpool(_claim, sessions, token, body.worker_id, settings)
+        claimed = await claims.claim(token.id, body.worker_id)
         left = deadline - time.monotonic()
         if claimed is not None or left <= 0 or wakeups.closed:
             return claimed or Response(status_code=204)
         await wakeups.wait(bell, left)
         if await request.is_disconnected():  # a worker that left gets no job it won't run
             return Response(status_code=204)
-
-
-def _claim(sessions: sessionmaker[Session], token: Token, worker_id: str,
-           settings: Settings) -> ClaimedJob | None:
-    """One claim attempt, in one transaction; the job handed out, or None."""
-    with session_scope(sessions) as session:
-        worker = queue.worker_for(session, token, worker_id)
-        job = queue.claim(session, worker, settings.lease_s)
-        if job is None:
-            return None
-        datasets, controls = queue.claimed_context(session, job)
-        checkpoint = None if job.checkpoint_sha256 is None else {
-            "sha256": job.checkpoint_sha256, "epoch": job.checkpoint_epoch,
-            "step": job.checkpoint_step}
-        return ClaimedJob(
-            job_id=job.id, lease_token=job.lease_token, lease_expires_at=job.lease_expires_at,
-            heartbeat_interval_s=settings.heartbeat_interval_s,
-            log_interval_s=settings.log_interval_s,
-            checkpoint_interval_s=settings.checkpoint_interval_s,
-            blob_retry_s=settings.blob_retry_s, attempt=job.attempt,
-            spec=job.spec,
-            datasets={i: DatasetPublic.model_validate(d) for i, d in datasets.items()},
-            checkpoint=checkpoint, controls=[ControlPublic.model_validate(c) for c in controls])
 
 
 @router.get("/blobs/{sha256}", response_class=Response, responses=_BLOB)
