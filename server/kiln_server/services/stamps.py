@@ -39,29 +39,31 @@ STAMP_LOCK = int.from_bytes(b"kiln", "big")
 #: The smallest step between two stamps (timestamps carry microseconds).
 _TICK = timedelta(microseconds=1)
 
-# The statements, built once: building one costs more of a write's CPU than running it.
+# The statements, built once (building one costs more than running it), on the table,
+# not the ORM's class (an ORM UPDATE costs several times the statement's own work).
+_jobs = Job.__table__.c
 _JOBS = bindparam("jobs", expanding=True)
 _OWNERS = bindparam("owners", expanding=True)
 #: The owners of the changed jobs, in order.
-_OWNERS_OF = select(Job.owner_id).where(Job.id.in_(_JOBS)).distinct().order_by(Job.owner_id)
+_OWNERS_OF = (select(_jobs.owner_id).where(_jobs.id.in_(_JOBS)).distinct()
+              .order_by(_jobs.owner_id))
 #: On PostgreSQL the same, each owner's lock taken as it is read: rows come out of the
 #: sorted subquery in order, so two stampers take their locks in the same order and
 #: never deadlock.
 _owners = _OWNERS_OF.subquery()
 _LOCK_OWNERS = select(_owners.c.owner_id, func.pg_advisory_xact_lock(
     literal_column(str(STAMP_LOCK)), func.hashtext(_owners.c.owner_id)))
-_LATEST = select(func.max(Job.updated_at)).where(Job.owner_id.in_(_OWNERS))
+_LATEST = select(func.max(_jobs.updated_at)).where(_jobs.owner_id.in_(_OWNERS))
 #: On PostgreSQL the stamp is worked out by the UPDATE: now, or just after the owners'
 #: latest, whichever is later. It is a statement of its own after the locks', so that it
 #: reads the latest as of after them (each statement of a READ COMMITTED transaction
 #: reads what committed before it began).
-_STAMP_IN_SQL = (update(Job).where(Job.id.in_(_JOBS))
+_STAMP_IN_SQL = (update(Job.__table__).where(_jobs.id.in_(_JOBS))
                  .values(updated_at=func.greatest(  # GREATEST passes over a NULL
                      _LATEST.scalar_subquery() + literal_column("interval '1 microsecond'"),
                      bindparam("now")))
-                 .returning(Job.updated_at))
-_STAMP = update(Job).where(Job.id.in_(_JOBS)).values(updated_at=bindparam("at"))
-_NO_SYNC = {"synchronize_session": False}
+                 .returning(_jobs.updated_at))
+_STAMP = update(Job.__table__).where(_jobs.id.in_(_JOBS)).values(updated_at=bindparam("at"))
 
 
 def stamp_changed_jobs(session: Session) -> None:
@@ -74,13 +76,13 @@ def stamp_changed_jobs(session: Session) -> None:
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
         owners = list(session.scalars(_LOCK_OWNERS, {"jobs": changed}))
-        at = session.scalars(_STAMP_IN_SQL, {"jobs": changed, "owners": owners, "now": now},
-                             execution_options=_NO_SYNC).first()
+        at = session.scalars(_STAMP_IN_SQL, {"jobs": changed, "owners": owners,
+                                             "now": now}).first()
     else:  # one writer at a time: SQLite's lock is held already
         owners = list(session.scalars(_OWNERS_OF, {"jobs": changed}))
         last = session.scalar(_LATEST, {"owners": owners})
         at = now if last is None or now > last else last + _TICK
-        session.execute(_STAMP, {"jobs": changed, "at": at}, execution_options=_NO_SYNC)
+        session.execute(_STAMP, {"jobs": changed, "at": at})
     for job_id in changed:  # the session's copies, which handlers return, show the stamp
         job = session.identity_map.get(identity_key(Job, job_id))
         if job is not None:
