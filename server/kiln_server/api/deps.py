@@ -16,8 +16,8 @@ CPU, which a worker training on the same cores feels.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, HTTPException, Request, status
@@ -40,6 +40,7 @@ __all__ = [
     "CurrentWorkerToken",
     "SessionDep",
     "SettingsDep",
+    "committed",
     "limited",
     "multipart",
     "receive",
@@ -47,6 +48,8 @@ __all__ = [
     "stage",
     "stage_file",
 ]
+
+_T = TypeVar("_T")
 
 _bearer = HTTPBearer(auto_error=False, description="a Kiln token: Authorization: Bearer kiln_…")
 
@@ -77,6 +80,18 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+async def committed(session: Session, call: Callable[..., _T], *args: Any) -> _T:
+    """``call(session, *args)`` on a thread of the pool, its transaction committed on that
+    thread as it returns, as a ``def`` handler's is (routing.py): one hop off the event
+    loop, not two (an error leaves the rollback to the session's dependency)."""
+    def run() -> _T:
+        result = call(session, *args)
+        if session.in_transaction():
+            session.commit()
+        return result
+    return await run_in_threadpool(run)
 
 
 async def get_settings(request: Request) -> Settings:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ...blobs import BlobStore, Staging
@@ -19,6 +18,7 @@ from ..deps import (
     CurrentUser,
     SessionDep,
     SettingsDep,
+    committed,
     multipart,
     receive,
     stage_file,
@@ -58,7 +58,7 @@ async def upload_dataset(request: Request, session: SessionDep, user: CurrentUse
         staged = await receive(request, blobs, settings.max_upload_bytes)
     else:
         raise HTTPException(415, f"a dataset cannot be sent as {media or 'nothing'!r}; {_HOW}")
-    ds = await run_in_threadpool(datasets.create, session, blobs, user, name, staged)
+    ds = await committed(session, datasets.create, blobs, user, name, staged)
     return DatasetPublic.model_validate(ds)
 
 

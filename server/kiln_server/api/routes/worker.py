@@ -125,6 +125,7 @@ from ..deps import (
     CurrentWorkerToken,
     SessionDep,
     SettingsDep,
+    committed,
     limited,
     multipart,
     receive,
@@ -230,8 +231,8 @@ async def put_checkpoint(job_id: str, request: Request, lease: Lease, session: S
                          step: int = Query(ge=0, le=COUNT_MAX)) -> None:
     """Upload the job's checkpoint (opaque bytes the worker can resume from)."""
     staged = await receive(request, blobs, settings.max_upload_bytes)
-    await run_in_threadpool(queue.put_blob, session, blobs, job_id, lease, "checkpoint", staged,
-                            epoch, step)
+    await committed(session, queue.put_blob, blobs, job_id, lease, "checkpoint", staged, epoch,
+                    step)
 
 
 @router.put("/jobs/{job_id}/weights", status_code=204, responses=_LEASE, openapi_extra=_BYTES,
@@ -240,7 +241,7 @@ async def put_weights(job_id: str, request: Request, lease: Lease, session: Sess
                       token: CurrentWorkerToken, blobs: BlobsDep, settings: SettingsDep) -> None:
     """Upload the job's current weights (safetensors)."""
     staged = await receive(request, blobs, settings.max_upload_bytes)
-    await run_in_threadpool(queue.put_blob, session, blobs, job_id, lease, "weights", staged, 0, 0)
+    await committed(session, queue.put_blob, blobs, job_id, lease, "weights", staged, 0, 0)
 
 
 @router.put("/jobs/{job_id}/state", status_code=204, responses=_LEASE)
@@ -302,7 +303,7 @@ async def finish_job(job_id: str, request: Request, lease: Lease, session: Sessi
     """End this worker's hold on the job: succeeded, failed, cancelled or paused. A
     multipart body carries the final weights with it (one request, not two)."""
     body, weights = await _read_finish(request, blobs, settings)
-    await run_in_threadpool(queue.finish, session, job_id, lease, body, blobs, weights)
+    await committed(session, queue.finish, job_id, lease, body, blobs, weights)
 
 
 @router.post("/jobs/{job_id}/release", status_code=204, responses=_LEASE)
