@@ -2,9 +2,12 @@
 the same job trained by the engine alone; and how soon a live control takes effect.
 
     python bench/service_throughput.py [--rounds 7] [--epochs 24] [--controls 40]
+                                       [--replicas 2]
 
 Throughput: a real ``kiln-server serve`` (SQLite, a temporary data directory, default
-settings) and a real ``kiln-server worker`` process train the job; its time is the job's
+settings) and a real ``kiln-server worker`` process train the job (with ``--replicas 2``:
+two replicas on a fresh PostgreSQL database, the job submitted, and the controls posted,
+to one, the worker attached to the other; the server CPU is both replicas'); its time is the job's
 ``finished_at - started_at`` (claim to finish: dataset fetch, build, training, the logs,
 checkpoints, weights and state the worker posts, the final upload). The engine alone runs
 the worker's own ``build_trainer`` and steps the same job in a process of its own,
@@ -58,6 +61,7 @@ the job's mean step time then.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -79,7 +83,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from _server import LocalServer
+from _server import LocalServer, pg_database
 from _timing import cpu_s, machine
 from kiln_server.schemas import JobCreate
 from kiln_server.settings import Settings
@@ -204,22 +208,30 @@ def engine_child() -> None:
 
 
 class Service:
-    """A server and one worker process in a temporary directory."""
+    """A server and one worker process in a temporary directory; with ``replicas=2``,
+    two servers on one fresh PostgreSQL database and one data directory, the user on
+    the first and the worker on the second."""
 
-    def __init__(self, root: Path) -> None:
-        self.server = LocalServer(env={"PYTHONUNBUFFERED": "1"})
-        self.url = self.server.url
-        self.user = httpx.Client(base_url=self.url, timeout=60, headers={
-            "Authorization": f"Bearer {self.server.token('bench')}"})
+    def __init__(self, root: Path, replicas: int = 1) -> None:
+        self._stack = contextlib.ExitStack()
+        env = {"PYTHONUNBUFFERED": "1"}
+        if replicas == 1:
+            self.servers = [self._stack.enter_context(LocalServer(env=env))]
+        else:
+            url = self._stack.enter_context(pg_database())
+            self.servers = [self._stack.enter_context(LocalServer(
+                env=env, database_url=url, data_dir=root / "data")) for _ in range(replicas)]
+        first, last = self.servers[0], self.servers[-1]
+        self.user = httpx.Client(base_url=first.url, timeout=60, headers={
+            "Authorization": f"Bearer {first.token('bench')}"})
         self.worker_log = root / "worker.log"
         with open(self.worker_log, "w") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "kiln_server", "worker", "--url", self.url, "--token",
-                 self.server.token("bench-worker", worker=True)],
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "kiln_server", "worker", "--url", last.url, "--token",
+                 first.token("bench-worker", worker=True)],
                 env={**os.environ, "PYTHONUNBUFFERED": "1",
                      "KILN_WORKER_CACHE": str(root / "cache")},
                 stdout=log, stderr=subprocess.STDOUT)
-        self.procs = [self.server.proc, worker]
 
     def upload(self, arrays: dict[str, np.ndarray]) -> str:
         buf = io.BytesIO()
@@ -248,9 +260,9 @@ class Service:
             time.sleep(LOG_POLL_S)
 
     def close(self) -> None:
-        self.procs[1].terminate()
-        self.procs[1].wait(30)
-        self.server.close()
+        self.worker.terminate()
+        self.worker.wait(30)
+        self._stack.close()
 
 
 class _StubServer:
@@ -299,10 +311,11 @@ def through_service(svc: Service, spec: dict[str, Any]) -> Run:
     timestamps), with the CPU seconds the worker (and its threads besides the training
     one) and the server spent from its submission's answer to its end (an idle worker's
     claim attempts until then included)."""
-    server_pid, worker_pid = (p.pid for p in svc.procs)
+    worker_pid = svc.worker.pid
 
     def cpu() -> tuple[float, float, float]:  # the training thread is the worker's main one
-        return cpu_s(worker_pid), main_thread_cpu_s(worker_pid), cpu_s(server_pid)
+        return (cpu_s(worker_pid), main_thread_cpu_s(worker_pid),
+                sum(cpu_s(s.proc.pid) for s in svc.servers))
 
     job_id = svc.submit(spec)  # checking a submission is not training: not counted
     before = cpu()
@@ -401,6 +414,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--epochs", type=int, default=24)
     p.add_argument("--controls", type=int, default=40)
+    p.add_argument("--replicas", type=int, default=1, choices=[1, 2],
+                   help="2: two API replicas on PostgreSQL, the job submitted to one and "
+                   "the worker attached to the other")
     p.add_argument("--hidden", type=int, default=HIDDEN)
     p.add_argument("--batch", type=int, default=BATCH)
     p.add_argument("--blas-threads", type=int, default=1,
@@ -416,7 +432,8 @@ def main() -> None:
     print(machine())
     arrays = dataset()
     with tempfile.TemporaryDirectory() as tmp:
-        svc, engine = Service(Path(tmp)), EngineProcess(args.blas_threads)
+        svc = Service(Path(tmp), args.replicas)
+        engine = EngineProcess(args.blas_threads)
         try:
             ds = svc.upload(arrays)
             spec = job_spec(ds, args.epochs)
