@@ -8,7 +8,7 @@ from . import _backend
 from ._backend import parse_device
 from ._tree import map_arrays
 
-__all__ = ["cpu", "gpu", "parse_device", "to_device"]
+__all__ = ["cpu", "gpu", "gpu_count", "parse_device", "to_device"]
 
 
 def to_device(tree: Any, device: str) -> Any:
@@ -29,3 +29,9 @@ def cpu(tree: Any) -> Any:
 def gpu(tree: Any) -> Any:
     """``to_device(tree, "cuda")``, as Flux's ``gpu`` (but an error, not a no-op, without one)."""
     return to_device(tree, "cuda")
+
+
+def gpu_count() -> int:
+    """How many GPUs are usable here: 0 without CuPy, a driver or a device."""
+    cupy = _backend.cupy_or_none()
+    return 0 if cupy is None else cupy.cuda.runtime.getDeviceCount()

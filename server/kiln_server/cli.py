@@ -5,7 +5,7 @@
     kiln-server token create --user NAME [--worker | --admin] [--data-dir D] [--database-url URL]
     kiln-server token list [--data-dir D] [--database-url URL]
     kiln-server token revoke ID_OR_TOKEN [--data-dir D] [--database-url URL]
-    kiln-server worker --url URL --token TOKEN [--device cpu|cuda:N | --gpus N,N,…]
+    kiln-server worker --url URL --token TOKEN [--device cpu|cuda:N | --gpus N,N,…|all]
                        [--dataset-memory-mb MB]
 """
 
@@ -236,9 +236,10 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--device", default="cpu",
                        help="what to train on: cpu (the default) or cuda:N (GPU N); a cuda "
                        "worker claims the jobs that ask for a gpu, and those that ask for any")
-    where.add_argument("--gpus", metavar="N,N,…",
-                       help="run one worker per GPU listed (e.g. 0,1), each with --device "
-                       "cuda:N, restarted if it exits, all stopped by SIGTERM / SIGINT")
+    where.add_argument("--gpus", metavar="N,N,…|all",
+                       help="run one worker per GPU listed (e.g. 0,1; all: every GPU this "
+                       "machine shows), each with --device cuda:N, restarted if it exits, "
+                       "all stopped by SIGTERM / SIGINT")
     work.add_argument("--dataset-memory-mb", metavar="MB",
                       help="loaded datasets kept in memory for later jobs (default "
                       "KILN_WORKER_DATASET_MEMORY_MB or 1024; 0 keeps none)")

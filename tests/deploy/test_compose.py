@@ -81,7 +81,7 @@ def test_the_kiln_services_commands_are_kiln_servers():
     assert parse(services["migrate"]["command"]).run is cli._migrate
     api = parse(services["api"]["command"])
     assert (api.run, api.host, api.workers) == (cli._serve, "0.0.0.0", 0)
-    assert parse(services["worker"]["command"]).device == "cuda:0"
+    assert parse(services["worker"]["command"]).gpus == "all"
     assert parse(services["worker-cpu"]["command"]).device == "cpu"
     assert ["ENTRYPOINT", '["kiln-server"]'] in [list(i) for i in dockerfile()]
 
@@ -128,7 +128,7 @@ def test_the_schema_is_migrated_once_before_any_replica_serves():
 def test_workers_gpu_and_cpu():
     services = kiln_services()
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
     assert services["worker"]["build"]["args"]["VARIANT"] == "gpu"
     cpu = services["worker-cpu"]
     assert (cpu["profiles"], cpu["build"]["args"]["VARIANT"]) == (["cpu"], "cpu")

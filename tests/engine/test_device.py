@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from kiln_engine import Chain, Dense, DeviceError
 from kiln_engine._backend import array_module, cupy_or_none, device_of, parse_device
-from kiln_engine.device import cpu, gpu, to_device
+from kiln_engine.device import cpu, gpu, gpu_count, to_device
 
 
 def test_cpu_keeps_numpy_arrays_and_copies_the_tree():
@@ -30,6 +32,13 @@ def test_asking_for_a_gpu_without_one_is_a_clear_error():
         gpu(Chain(Dense(3, 2)))
     with pytest.raises(DeviceError, match="no GPU is usable here"):
         to_device(np.ones(3), "cuda:0")
+
+
+def test_gpu_count_is_what_cupy_sees_and_0_without_it(backend, monkeypatch):
+    expected = 0 if backend.name == "numpy" else backend.xp.cuda.runtime.getDeviceCount()
+    if backend.name == "numpy":
+        monkeypatch.setitem(sys.modules, "cupy", None)  # as if not installed
+    assert gpu_count() == expected and (expected > 0) == (backend.name != "numpy")
 
 
 def test_model_round_trips_through_the_gpu(device):

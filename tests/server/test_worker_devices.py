@@ -26,6 +26,7 @@ from kiln_server import serving
 from kiln_server.schemas import DeviceInfo
 from kiln_server.serving import LocalWorkers
 from kiln_server.worker import Device, describe_device, per_gpu
+from kiln_server.worker import device as worker_device
 
 from . import e2e_support
 from .conftest import CLAIM_WAIT_MAX_S, mlp_job
@@ -203,8 +204,9 @@ def _worker_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args, says", [
     (["--device", "cuda:x"], "--device: device must be 'cpu', 'cuda' or 'cuda:N'; got 'cuda:x'"),
     (["--device", "cuda:0"], "--device: device 'cuda:0' was asked for, but no GPU is usable"),
-    (["--gpus", ""], "--gpus must list GPU numbers, e.g. 0,1; got ''"),
-    (["--gpus", "0,x"], "--gpus must list GPU numbers, e.g. 0,1; got '0,x'"),
+    (["--gpus", ""], "--gpus must list GPU numbers, e.g. 0,1, or be all; got ''"),
+    (["--gpus", "0,x"], "--gpus must list GPU numbers, e.g. 0,1, or be all; got '0,x'"),
+    (["--gpus", "all"], "--gpus all: no GPU is usable here"),
     (["--gpus", "1,1"], "--gpus names a GPU twice: '1,1'"),
     (["--gpus", "0"], "--gpus: device 'cuda:0' was asked for, but no GPU is usable"),
     (["--gpus", "0", "--device", "cpu"], "argument --device: not allowed with argument --gpus"),
@@ -292,7 +294,7 @@ def test_gpus_workers_train_the_gpu_job_that_a_cpu_worker_left_queued(
            "KILN_WORKER_CACHE": str(tmp_path / "cache")}
     with open(log, "w") as f:
         gpus = subprocess.Popen([sys.executable, "-m", "kiln_server", "worker", "--url",
-                                 e2e_server.url, "--token", cpu_workers.token, "--gpus", "0,1"],
+                                 e2e_server.url, "--token", cpu_workers.token, "--gpus", "all"],
                                 env=env, stdout=f, stderr=subprocess.STDOUT)
     try:
         done = finished(client, job)
@@ -317,3 +319,9 @@ def test_gpus_workers_train_the_gpu_job_that_a_cpu_worker_left_queued(
     assert f"job {job}: claimed" in text and f"job {job}: claimed" not in cpu_workers.logs()[0]
     assert text.count("worker stopped") == 2, text  # each GPU's worker, on the SIGTERM
     assert cpu.poll() is None and cpu_listed
+
+
+def test_gpus_lists_the_gpus_named_or_every_gpu_the_machine_shows(monkeypatch):
+    assert worker_device.parse_gpus("0, 3") == [0, 3]
+    monkeypatch.setattr(worker_device, "gpu_count", lambda: 3)
+    assert worker_device.parse_gpus("all") == worker_device.parse_gpus(" ALL ") == [0, 1, 2]

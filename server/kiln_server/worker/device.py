@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, NamedTuple
 
-from kiln_engine.device import parse_device
+from kiln_engine.device import gpu_count, parse_device
 
 __all__ = ["Device", "describe_device", "parse_gpus"]
 
@@ -41,10 +41,17 @@ def describe_device(device: str) -> Device:
 
 
 def parse_gpus(text: str) -> list[int]:
-    """``--gpus 0,1,3``: the GPU numbers, each once; ValueError naming the flag if not."""
+    """``--gpus 0,1,3``: the GPU numbers, each once; ``--gpus all``: every GPU this machine
+    shows (a container given all of a host's GPUs runs a worker on each). ValueError
+    naming the flag if neither."""
+    if text.strip().lower() == "all":
+        if not (count := gpu_count()):
+            raise ValueError("--gpus all: no GPU is usable here: install kiln-engine[gpu] "
+                             "(cupy) on a machine with an NVIDIA GPU")
+        return list(range(count))
     parts = [p.strip() for p in text.split(",")]
     if not all(p.isascii() and p.isdigit() for p in parts):
-        raise ValueError(f"--gpus must list GPU numbers, e.g. 0,1; got {text!r}")
+        raise ValueError(f"--gpus must list GPU numbers, e.g. 0,1, or be all; got {text!r}")
     gpus = [int(p) for p in parts]
     if len(set(gpus)) != len(gpus):
         raise ValueError(f"--gpus names a GPU twice: {text!r}")
