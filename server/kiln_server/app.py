@@ -25,7 +25,7 @@ from .api.routes import dashboard, datasets, jobs, system, worker, workers
 from .db import make_engine, make_sessionmaker, session_scope, setup_lock
 from .errors import install_handlers
 from .openapi import document_specs
-from .services import auth, blob_store, queue
+from .services import auth, blob_store, blob_sweep, queue
 from .settings import Settings
 from .wakeups import Wakeups
 
@@ -63,6 +63,22 @@ async def _reaper(app: FastAPI) -> None:
             log.info("reaper: returned %d job(s) with expired leases: %s", len(reaped), reaped)
 
 
+async def _sweeper(app: FastAPI) -> None:
+    """Remove the blobs nothing refers to any more (services/blob_sweep.py), every
+    ``blob_sweep_interval_s``."""
+    settings = app.state.settings
+    while True:
+        await asyncio.sleep(settings.blob_sweep_interval_s)
+        try:
+            removed = await run_in_threadpool(blob_sweep.sweep, app.state.sessions,
+                                              app.state.blobs, settings.blob_sweep_grace_s)
+        except Exception:  # the next round tries again
+            log.exception("blob sweep: failed")
+            continue
+        if removed:
+            log.info("blob sweep: removed %d blob(s) nothing refers to", len(removed))
+
+
 def _reap_once(app: FastAPI) -> list[str]:
     with session_scope(app.state.sessions) as session:
         return queue.reap(session)
@@ -93,11 +109,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                   app.state.sessions)
         await run_in_threadpool(app.state.wakeups.attach, app.state.sessions,
                                 asyncio.get_running_loop(), settings.sqlite_recheck_s)
-        reaper = asyncio.create_task(_reaper(app))
+        tasks = [asyncio.create_task(_reaper(app)), asyncio.create_task(_sweeper(app))]
         yield
-        reaper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reaper
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await run_in_threadpool(app.state.wakeups.detach, app.state.sessions)
         engine.dispose()
 

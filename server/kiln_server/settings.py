@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     s3_region: str | None = Field(
         None, description="the S3 bucket's region; unset, boto3's (AWS_DEFAULT_REGION, a "
         "profile)")
+    blob_sweep_interval_s: float = Field(
+        3600.0, gt=0, description="how often an API replica removes from the blob store "
+        "the blobs no dataset or job refers to any more (superseded checkpoints and "
+        "weights, those of deleted jobs)")
+    blob_sweep_grace_s: float = Field(
+        3600.0, ge=0, description="how long a blob is kept after it was last written, "
+        "even if nothing refers to it (an upload is stored before the write that refers "
+        "to it commits)")
     blob_retry_s: float = Field(
         30.0, gt=0, description="told to workers at claim: how long a worker keeps trying "
         "to fetch a dataset or checkpoint that the server cannot serve (404: the blob store "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,28 @@ def test_a_bad_kiln_blob_store_is_refused_naming_it(value):
         parse_location(value)
     with pytest.raises(ValueError, match="KILN_BLOB_STORE"):
         Settings(blob_store=value)
+
+
+def test_a_blob_written_again_is_not_one_written_before_and_is_kept(store):
+    """The sweep's two questions: which blobs were last written before a moment, and
+    remove one only if it was (a commit of the same content writes it again). S3 keeps
+    the time to the second: the moments are a second and more apart."""
+    old, renewed = put(store, b"old" * 10), put(store, b"renewed" * 10)
+    time.sleep(1.1)
+    mid = datetime.now(UTC)
+    time.sleep(1.1)
+    new = put(store, b"new" * 10)
+    assert sorted(store.written_before(mid)) == sorted([old, renewed])
+    assert put(store, b"renewed" * 10) == renewed  # the same content, committed again
+    assert list(store.written_before(mid)) == [old]
+    assert set(store.written_before(datetime.now(UTC) + timedelta(seconds=2))) == {
+        old, renewed, new}
+    assert not store.delete_if_written_before(renewed, mid)  # written since: kept
+    assert not store.delete_if_written_before(new, mid)
+    assert store.delete_if_written_before(old, mid)
+    assert not store.exists(old) and store.exists(renewed) and store.exists(new)
+    assert not store.delete_if_written_before(old, mid)  # gone already
+    store.write_mark("m1", b"x")  # marks are not blobs
+    assert list(store.written_before(datetime.now(UTC) + timedelta(seconds=2))) != []
+    assert all(len(s) == 64 for s in store.written_before(
+        datetime.now(UTC) + timedelta(seconds=2)))

@@ -8,7 +8,10 @@ reader never sees half a blob and two writers of the same content agree.
 from __future__ import annotations
 
 import functools
+import math
 import os
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 from starlette.responses import FileResponse, Response
@@ -22,9 +25,19 @@ from .store import (
     BlobStream,
     check_mark,
     check_sha256,
+    is_sha256,
 )
 
 __all__ = ["LocalBlobStore"]
+
+
+def _mtime(path: Path) -> float:
+    """When the file was last written (a commit renames a new file into place); +inf if
+    it is gone."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return math.inf
 
 
 class LocalBlobStore(BlobStore):
@@ -80,6 +93,19 @@ class LocalBlobStore(BlobStore):
 
     def delete(self, sha256: str) -> None:
         self._path(sha256).unlink(missing_ok=True)
+
+    def written_before(self, when: datetime) -> Iterator[str]:
+        limit = when.timestamp()
+        for path in self.root.glob("??/*"):
+            if is_sha256(path.name) and _mtime(path) < limit:
+                yield path.name
+
+    def delete_if_written_before(self, sha256: str, when: datetime) -> bool:
+        path = self._path(sha256)
+        if _mtime(path) >= when.timestamp():  # written again since (or gone: +inf)
+            return False
+        path.unlink(missing_ok=True)
+        return True
 
     def read_mark(self, name: str) -> bytes | None:
         try:

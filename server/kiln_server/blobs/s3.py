@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import boto3
@@ -28,6 +29,7 @@ from .store import (
     BlobStream,
     check_mark,
     check_sha256,
+    is_sha256,
 )
 
 __all__ = ["S3BlobStore"]
@@ -92,11 +94,16 @@ class S3BlobStore(BlobStore):
         return Staging(self.staging_dir, limit)
 
     def commit(self, staged: Staging) -> str:
+        key = self._blob(staged.sha256)
         try:
-            if not self.exists(staged.sha256):
+            if self.exists(staged.sha256):  # written again, in place: the sweep spares it
+                with self._calling("renew a blob"):
+                    self.client.copy_object(Bucket=self.bucket, Key=key,
+                                            CopySource={"Bucket": self.bucket, "Key": key},
+                                            MetadataDirective="REPLACE")
+            else:
                 with self._calling("store a blob"):
-                    self.client.upload_file(str(staged.path), self.bucket,
-                                            self._blob(staged.sha256))
+                    self.client.upload_file(str(staged.path), self.bucket, key)
         finally:
             staged.discard()
         return staged.sha256
@@ -130,6 +137,31 @@ class S3BlobStore(BlobStore):
     def delete(self, sha256: str) -> None:
         with self._calling("delete a blob"):
             self.client.delete_object(Bucket=self.bucket, Key=self._blob(sha256))
+
+    def written_before(self, when: datetime) -> Iterator[str]:
+        start = self._key("")
+        with self._calling("list its blobs"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=start)
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    name = obj["Key"][len(start):]
+                    if is_sha256(name) and obj["LastModified"] < when:
+                        yield name
+
+    def delete_if_written_before(self, sha256: str, when: datetime) -> bool:
+        key = self._blob(sha256)
+        with self._calling("delete a blob"):
+            try:
+                written = self.client.head_object(Bucket=self.bucket, Key=key)["LastModified"]
+            except ClientError as e:
+                if self._missing(e):
+                    return False
+                raise
+            if written >= when:
+                return False
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        return True
 
     def read_mark(self, name: str) -> bytes | None:
         with self._calling("send a mark"):

@@ -18,6 +18,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from starlette.responses import Response, StreamingResponse
 
@@ -46,9 +47,14 @@ class BlobStoreUnavailableError(RuntimeError):
     """The store did not answer, or refused (unreachable, no credentials, no bucket)."""
 
 
+def is_sha256(name: str) -> bool:
+    """Whether ``name`` is a lowercase hex sha256: a blob's name, in a store's listing."""
+    return _SHA256.match(name) is not None
+
+
 def check_sha256(sha256: str) -> str:
     """``sha256`` if it is a lowercase hex sha256 (BlobMissingError if not: no such blob)."""
-    if not _SHA256.match(sha256):
+    if not is_sha256(sha256):
         raise BlobMissingError(sha256)
     return sha256
 
@@ -101,6 +107,16 @@ class BlobStore(ABC):
     @abstractmethod
     def delete(self, sha256: str) -> None:
         """Remove a blob (nothing happens if it is not there)."""
+
+    @abstractmethod
+    def written_before(self, when: datetime) -> Iterator[str]:
+        """The sha256 of every blob last written before ``when`` (a commit of content the
+        store holds already writes it again)."""
+
+    @abstractmethod
+    def delete_if_written_before(self, sha256: str, when: datetime) -> bool:
+        """Remove the blob if it was last written before ``when``, not if a commit wrote
+        it since; whether it was removed."""
 
     @abstractmethod
     def read_mark(self, name: str) -> bytes | None:

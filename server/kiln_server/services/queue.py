@@ -15,7 +15,8 @@ job's row and compares the token and the expiry, so a worker that stalled past i
 ConflictError and changes nothing in the database. A write that brings a blob (a
 checkpoint, the weights) puts it in the blob store first, before its transaction begins:
 an upload to S3 must hold neither SQLite's write lock nor the job's row lock. A write
-then refused leaves its blob in the store, unreferenced, as a superseded checkpoint is.
+then refused leaves its blob in the store, unreferenced, as a superseded checkpoint is,
+until the sweep removes it (blob_sweep.py).
 
 A job's progress (``epoch``, ``step``: epochs and global steps completed) is written in
 two places: a claim starts it at the checkpoint the new holder resumes from, and
