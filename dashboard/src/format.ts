@@ -1,5 +1,7 @@
 // How numbers, sizes and ages read on the pages.
 
+import type { JobDevice } from "./types";
+
 /** A measured value in four significant digits: 0.1235, 0.0001235, 1.235e-5, 12350. */
 export function fmtNum(v: number | null | undefined, digits = 4): string {
   if (v === null || v === undefined) return "–";
@@ -53,6 +55,11 @@ export function fmtTime(iso: string | null | undefined): string {
 }
 
 /** A subtree's path as people read it: "" is the whole model. */
+/** What a job asked to be trained on, as the facts of its page say it. */
+export function fmtDevice(device: JobDevice | undefined): string {
+  return device === "gpu" ? "a GPU" : device === "cpu" ? "a CPU" : "any: CPU or GPU";
+}
+
 export function fmtPath(path: string): string {
   return path === "" ? "the model" : path;
 }

@@ -46,7 +46,11 @@ export interface Job {
   latest?: JobLatest | null;
   /** The worker that holds the job (newer servers; absent or null when none). */
   worker?: { id: string; name: string } | null;
+  /** What it asked to be trained on (newer servers; absent before: any). */
+  device?: JobDevice;
 }
+
+export type JobDevice = "any" | "cpu" | "gpu";
 
 export interface JobsPage {
   data: Job[];

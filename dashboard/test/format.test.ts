@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { fmtAge, fmtBytes, fmtDuration, fmtHyper, fmtNum, fmtPath } from "../src/format";
+import { fmtAge, fmtBytes, fmtDevice, fmtDuration, fmtHyper, fmtNum, fmtPath } from "../src/format";
 
 describe("format", () => {
   it("writes measured values in four significant digits", () => {
@@ -10,6 +10,13 @@ describe("format", () => {
     expect(fmtNum(12345)).toBe("12350");
     expect(fmtNum(0)).toBe("0");
     expect(fmtNum(null)).toBe("–");
+  });
+
+  it("says what device a job asked for; a job from an older server, any", () => {
+    expect(fmtDevice("gpu")).toBe("a GPU");
+    expect(fmtDevice("cpu")).toBe("a CPU");
+    expect(fmtDevice("any")).toBe("any: CPU or GPU");
+    expect(fmtDevice(undefined)).toBe("any: CPU or GPU");
   });
 
   it("writes hyper-parameters exactly as set", () => {

@@ -72,6 +72,7 @@ def _watch_its_charts_grow(page, job) -> None:
     expect(page).to_have_url(re.compile(f"#/jobs/{job.id}"))
     expect(page.get_by_test_id("job-page")).to_have_attribute("data-status", "running")
     expect(page.get_by_test_id("stream-state")).to_have_text("live")
+    expect(page.get_by_test_id("job-device")).to_have_text("any: CPU or GPU")
     steps = "[data-testid=chart-step-loss]"
     rises(page, steps, rises(page, steps, 0, "data-last-x"), "data-last-x")
     assert int(page.locator(steps).get_attribute("data-points")) > 0
@@ -222,3 +223,15 @@ def _pause_resume_cancel(page, job) -> None:
     page.get_by_test_id("nav-jobs").click()
     expect(page.locator(f"[data-testid=job-row][data-job-id='{job.id}']")
            ).to_have_attribute("data-status", "cancelled")
+
+
+def test_a_job_that_asks_for_a_gpu_says_so_while_it_waits_for_one(page, token, kiln, dataset):
+    """The session's only worker trains on the CPU: the job stays queued, and its page
+    says what it waits for."""
+    job = kiln.jobs.submit_spec(digits_spec(dataset, name="on a gpu", device="gpu"))
+    try:
+        sign_in(page, token, f"#/jobs/{job.id}")
+        expect(page.get_by_test_id("job-page")).to_have_attribute("data-status", "queued")
+        expect(page.get_by_test_id("job-device")).to_have_text("a GPU")
+    finally:
+        job.cancel()

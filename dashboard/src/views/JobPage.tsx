@@ -5,7 +5,7 @@
 
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { Api, ApiError } from "../api";
-import { fmtAge, fmtNum, fmtTime } from "../format";
+import { fmtAge, fmtDevice, fmtNum, fmtTime } from "../format";
 import { JobStore, parseJobEvent } from "../job-store";
 import { formatRoute } from "../route";
 import { openStream, type EventStream, type StreamState } from "../stream";
@@ -195,6 +195,7 @@ function JobFacts({ job, lastStep }: { job: Job; lastStep: number }) {
       {latest ? <div><dt>Latest</dt><dd>train {fmtNum(latest.train_loss)} · val {fmtNum(latest.val_loss)}</dd></div> : null}
       <div><dt>Parameters</dt><dd>{job.parameters.toLocaleString()}</dd></div>
       <div><dt>Optimiser</dt><dd>{job.spec.optimiser.rule} · loss {job.spec.loss} · batch {job.spec.batch_size}</dd></div>
+      <div><dt>Device</dt><dd data-testid="job-device">{fmtDevice(job.device)}</dd></div>
       {job.worker ? <div><dt>Worker</dt><dd data-testid="job-worker">{job.worker.name}</dd></div> : null}
       <div><dt>Attempt</dt><dd>{job.attempt}</dd></div>
       <div><dt>Submitted</dt><dd title={fmtTime(job.created_at)}>{fmtAge(job.created_at, now)} ago</dd></div>
