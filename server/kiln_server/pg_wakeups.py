@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 
 import psycopg
-from sqlalchemy import URL, func, select
+from sqlalchemy import URL, String, bindparam, func, select
 from sqlalchemy.orm import Session
 
 __all__ = ["CHANNEL", "Carrier"]
@@ -35,6 +35,8 @@ PAYLOAD_MAX = 7_000
 #: How long the listener waits for a notification before it looks whether it must stop.
 _LISTEN_TICK_S = 0.5
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0
+#: The notification, built once (building a statement costs more than sending it).
+_NOTIFY = select(func.pg_notify(CHANNEL, bindparam("payload", type_=String)))
 
 
 def _payloads(sender: str, keys: Iterable[str]) -> Iterator[str]:
@@ -65,7 +67,7 @@ class Carrier:
 
     def publish(self, session: Session, keys: Iterable[str]) -> None:
         for payload in _payloads(self.id, keys):
-            session.execute(select(func.pg_notify(CHANNEL, payload)))
+            session.execute(_NOTIFY, {"payload": payload})
 
     def start(self, timeout: float = 10.0) -> None:
         """Start listening; wait (up to ``timeout``) until the first LISTEN is in place."""

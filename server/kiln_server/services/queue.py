@@ -283,12 +283,19 @@ def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_
     if moved:  # a renewed lease alone is no news
         tell(session, job.id)
     if job.worker_id:
-        session.execute(update(Worker).where(Worker.id == job.worker_id)
-                        .values(last_seen_at=now))
-    pending = session.scalars(select(Control).where(
-        Control.job_id == job.id, Control.status == ControlStatus.pending,
-        Control.kind.not_in(LIFECYCLE)).order_by(Control.seq))
-    return job, _action(job), list(pending)
+        session.execute(_WORKER_SEEN, {"worker": job.worker_id, "now": now})
+    return job, _action(job), list(session.scalars(_PENDING, {"job": job.id}))
+
+
+# A heartbeat's and a controls long-poll's statements, built once.
+_WORKER_SEEN = (update(Worker.__table__).where(Worker.__table__.c.id == bindparam("worker"))
+                .values(last_seen_at=bindparam("now")))
+_PENDING = (select(Control).where(Control.job_id == bindparam("job"),
+                                  Control.status == ControlStatus.pending,
+                                  Control.kind.not_in(LIFECYCLE)).order_by(Control.seq))
+_CONTROLS_AFTER = (select(Control).where(Control.job_id == bindparam("job"),
+                                         Control.seq > bindparam("after"))
+                   .order_by(Control.seq))
 
 
 def _action(job: Job) -> Action:
@@ -302,9 +309,7 @@ def controls_after(session: Session, job_id: str, lease: str, after: int
     adjust/freeze/thaw numbered above ``after``, and the highest number above ``after``
     (``after`` if none): every control up to it has now been seen."""
     job = _leased(session, job_id, lease, lock=False)
-    rows = list(session.scalars(select(Control).where(Control.job_id == job.id,
-                                                      Control.seq > after)
-                                .order_by(Control.seq)))
+    rows = list(session.scalars(_CONTROLS_AFTER, {"job": job.id, "after": after}))
     pending = [c for c in rows
                if c.status == ControlStatus.pending and c.kind not in LIFECYCLE]
     return _action(job), pending, rows[-1].seq if rows else after
