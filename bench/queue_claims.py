@@ -223,14 +223,15 @@ class _Conn:
         return status, await self.reader.readexactly(length) if length else b""
 
 
-async def _http_run(url: str, secret: str, workers: int, seconds: float, finish: bool
-                    ) -> Run:
-    host, port = url.removeprefix("http://").split(":")
+async def _http_run(urls: list[str], secret: str, workers: int, seconds: float,
+                    finish: bool) -> Run:
     at: list[float] = []
     latency: list[float] = []
     dry = False
-    conns = [_Conn(*await asyncio.open_connection(host, int(port)), secret)
-             for _ in range(workers)]
+    conns = []
+    for i in range(workers):  # the workers spread over the replicas
+        host, port = urls[i % len(urls)].removeprefix("http://").split(":")
+        conns.append(_Conn(*await asyncio.open_connection(host, int(port)), secret))
     ids = []
     for c in conns:
         status, body = await c.post("/v1/worker/register", {"name": "bench", "device": {}})
@@ -267,9 +268,10 @@ async def _http_run(url: str, secret: str, workers: int, seconds: float, finish:
     return Run(at, latency, start, end, dry)
 
 
-def http_run(server: LocalServer, q: Queue, workers: int, seconds: float, finish: bool
-             ) -> Run:
-    return asyncio.run(_http_run(server.url, q.worker_secret, workers, seconds, finish))
+def http_run(servers: list[LocalServer], q: Queue, workers: int, seconds: float,
+             finish: bool) -> Run:
+    return asyncio.run(_http_run([s.url for s in servers], q.worker_secret, workers, seconds,
+                                 finish))
 
 
 def _pg_cpu_s(url: str) -> dict[int, float]:
@@ -286,7 +288,7 @@ def _pg_cpu_s(url: str) -> dict[int, float]:
 
 
 def _measure(label: str, q: Queue, depth: int, warmup: float, run: Callable[[], Run],
-             pid: int | None = None) -> None:
+             pids: list[int] | None = None) -> None:
     """Fill the queue, run, print the run's line: the rate and latencies, and the CPU
     each claim (with its finish) cost the process that ran it (this one, or the server)
     and PostgreSQL's backends (those connected at the end; one that left meanwhile is
@@ -294,12 +296,15 @@ def _measure(label: str, q: Queue, depth: int, warmup: float, run: Callable[[], 
     fill_s = q.fill(depth)
     time.sleep(0.5)  # let the fill's work settle
     pg0 = _pg_cpu_s(q.url)
-    cpu0 = cpu_s(pid) if pid else time.process_time()
+    def cpu_now() -> float:
+        return sum(cpu_s(p) for p in pids) if pids else time.process_time()
+
+    cpu0 = cpu_now()
     r = run()
-    cpu = (cpu_s(pid) if pid else time.process_time()) - cpu0
+    cpu = cpu_now() - cpu0
     pg = sum(s - pg0.get(p, 0.0) for p, s in _pg_cpu_s(q.url).items())
     n = max(len(r.at), 1)
-    extra = f"; CPU a claim: {'server' if pid else 'this process'} {cpu / n * 1e3:.1f} ms"
+    extra = f"; CPU a claim: {'server' if pids else 'this process'} {cpu / n * 1e3:.1f} ms"
     if q.url.startswith("postgresql"):
         extra += f", PostgreSQL {pg / n * 1e3:.1f} ms"
     print(r.line(label, warmup, extra + f"; fill {fill_s:.1f} s"), flush=True)
@@ -319,6 +324,9 @@ def main() -> None:
     ap.add_argument("--claims-only", action="store_true",
                     help="no finishes: each worker claims again at once, its jobs held (a "
                     "burst of claims, as when a fleet of workers starts)")
+    ap.add_argument("--replicas", type=int, default=1,
+                    help="HTTP: API replicas on the one database and data directory, the "
+                    "workers spread over them (their CPU summed)")
     ap.add_argument("--depth", type=int, default=2000,
                     help="jobs queued at the start of each run (topped up before each)")
     args = ap.parse_args()
@@ -335,11 +343,15 @@ def main() -> None:
                         _measure(f"{backend} transaction N={n}", q, args.depth, args.warmup,
                                  lambda n=n: transaction_run(q, n, args.seconds, finish))
                 if "http" in args.layers:
-                    with LocalServer(database_url=url) as server:
+                    with contextlib.ExitStack() as stack:
+                        shared = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                        servers = [stack.enter_context(LocalServer(
+                            database_url=url, data_dir=shared)) for _ in range(args.replicas)]
+                        label = "HTTP" if args.replicas == 1 else f"HTTP x{args.replicas}"
                         for n in args.workers:
-                            _measure(f"{backend} HTTP N={n}", q, args.depth, args.warmup,
-                                     lambda n=n: http_run(server, q, n, args.seconds, finish),
-                                     server.proc.pid)
+                            _measure(f"{backend} {label} N={n}", q, args.depth, args.warmup,
+                                     lambda n=n: http_run(servers, q, n, args.seconds, finish),
+                                     [s.proc.pid for s in servers])
             finally:
                 q.close()
 
