@@ -54,9 +54,10 @@ def test_a_dying_worker_is_replaced_with_a_growing_delay_reset_once_it_stays_up(
         workers.stop()
     starts = [float(t) for t in starts_file.read_text().split()]
     assert len(deaths) >= len(DELAYS) + 1 and len(starts) >= len(DELAYS) + 1
-    # Each replacement came after its wait (and soon after it), each death once, by pid.
+    # Each replacement came after its wait (and soon after it: a Python process took over
+    # a second to start on a loaded CI machine), each death once, by pid.
     for (died, _), started, delay in zip(deaths, starts[1:], DELAYS, strict=False):
-        assert delay <= started - died < delay + 1.0, (started - died, delay)
+        assert delay <= started - died < delay + 3.0, (started - died, delay)
     assert len({pid for _, pid in deaths}) == len(deaths)
     restarts = [r.args for r in caplog.records if "starting another in" in r.getMessage()]
     assert [round(a[3], 3) for a in restarts[:len(DELAYS)]] == DELAYS
