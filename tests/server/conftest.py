@@ -41,6 +41,8 @@ JOBS_STREAM_MAX_S = 2.0
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: How long a server may take to start: generous, for a machine busy with workers.
 START_S = 60.0
+#: Ports a test server tries before it gives up (another process may take a free one first).
+PORT_TRIES = 3
 #: The databases the server suite runs against (the ``backend`` fixture).
 BACKENDS = ("sqlite", "postgresql")
 
@@ -69,8 +71,6 @@ class Server:
     def __init__(self, data_dir: Path, database_url: str | None = None,
                  env: dict[str, str] | None = None, port: int | None = None) -> None:
         # ``port``: a stopped server's, to start it again where its clients reach it.
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.database_url = database_url or f"sqlite:///{data_dir / 'kiln.db'}"
         env = {**os.environ, "PYTHONUNBUFFERED": "1",  # the log is current while it runs
@@ -86,21 +86,45 @@ class Server:
                # trains again, and posts again, epochs its last holder had posted.
                "KILN_LOG_INTERVAL_S": "0.05", "KILN_CHECKPOINT_INTERVAL_S": "0.3",
                **(env or {})}
+        # A free port may be taken by another test's process before this server binds
+        # it: then it starts again on another (unless it was given one).
+        for _ in range(PORT_TRIES):
+            self.port = port or free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            if self._start(env, database_url):
+                return
+            if port is not None:
+                break
+        raise RuntimeError(f"server could not bind a port:\n{self._log_text()}")
+
+    def _log_text(self) -> str:
+        return (self.data_dir / "server.log").read_text()
+
+    def _start(self, env: dict[str, str], database_url: str | None) -> bool:
+        """Start the server on ``self.port``; True once it answers there, False if the
+        port was taken first. Answers count only once its log says that it is this
+        process that listens: another test's server may hold the port."""
         cmd = [sys.executable, "-m", "kiln_server", "serve", "--port", str(self.port),
-               "--workers", "0", "--data-dir", str(data_dir)]
+               "--workers", "0", "--data-dir", str(self.data_dir)]
         if database_url:
             cmd += ["--database-url", database_url]
-        self.log = open(data_dir / "server.log", "w")  # closed in stop()
+        self.log = open(self.data_dir / "server.log", "w")  # closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        listening = f"Uvicorn running on {self.url}"
         deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited:\n{(data_dir / 'server.log').read_text()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
+                self.log.close()
+                if "address already in use" in self._log_text():
+                    return False
+                raise RuntimeError(f"server exited:\n{self._log_text()}")
+            if listening in self._log_text():
+                try:
+                    if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                        return True
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server did not become healthy in {START_S:.0f} s")
 

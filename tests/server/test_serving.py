@@ -5,11 +5,16 @@ stayed up; its jobs are handed back first; once stopped, nothing is started agai
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 
+import httpx
+import pytest
 from kiln_server import serving
 from kiln_server.serving import LocalWorkers
+
+from . import conftest
 
 # A stand-in worker: notes when it started, then exits with status 3 at once, except the
 # fifth, which first stays up a while.
@@ -84,3 +89,23 @@ def test_nothing_is_started_once_stopped(tmp_path, monkeypatch):
     assert len(starts_file.read_text().split()) == started == 2
     assert all(s.proc is None for s in workers.slots)
     assert not workers.supervisor.is_alive()
+
+
+def test_a_test_server_whose_port_is_taken_first_starts_on_another(tmp_path, monkeypatch):
+    """The suite's harness (conftest.Server): a free port taken by another process
+    before the server binds it is not mistaken for the server (it may answer /healthz
+    for another test); the server starts again on another port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = iter([busy, conftest.free_port()])
+        monkeypatch.setattr(conftest, "free_port", lambda: next(ports))
+        server = conftest.Server(tmp_path)
+        try:
+            assert server.port != busy
+            assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+        finally:
+            server.stop()
+        with pytest.raises(RuntimeError, match="could not bind a port"):
+            conftest.Server(tmp_path, port=busy)
