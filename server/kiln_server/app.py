@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
@@ -48,40 +49,34 @@ def prepare(settings: Settings) -> tuple[object, str | None]:
     return engine, token
 
 
-async def _reaper(app: FastAPI) -> None:
-    """Reap on the reaper's own schedule. Every replica runs one: a round is one UPDATE of
-    the running jobs whose lease expired, which a job leaves at the first round that
-    returns it, so replicas' rounds never return a job twice."""
+async def _every(interval_s: float, name: str, round_: Callable[[], list[str]],
+                 report: Callable[[list[str]], str]) -> None:
+    """Run ``round_`` on a thread every ``interval_s``, logging what it did (``report``
+    of what it returned, when anything); a round that fails is logged, and the next tries
+    again. The reaper's and the blob sweep's schedule: every replica runs both, and a
+    round of either leaves nothing for another replica's to do twice."""
     while True:
-        await asyncio.sleep(app.state.settings.reaper_interval_s)
+        await asyncio.sleep(interval_s)
         try:
-            reaped = await run_in_threadpool(_reap_once, app)
-        except Exception:  # the next round tries again
-            log.exception("reaper: failed")
+            done = await run_in_threadpool(round_)
+        except Exception:
+            log.exception("%s: failed", name)
             continue
-        if reaped:
-            log.info("reaper: returned %d job(s) with expired leases: %s", len(reaped), reaped)
-
-
-async def _sweeper(app: FastAPI) -> None:
-    """Remove the blobs nothing refers to any more (services/blob_sweep.py), every
-    ``blob_sweep_interval_s``."""
-    settings = app.state.settings
-    while True:
-        await asyncio.sleep(settings.blob_sweep_interval_s)
-        try:
-            removed = await run_in_threadpool(blob_sweep.sweep, app.state.sessions,
-                                              app.state.blobs, settings.blob_sweep_grace_s)
-        except Exception:  # the next round tries again
-            log.exception("blob sweep: failed")
-            continue
-        if removed:
-            log.info("blob sweep: removed %d blob(s) nothing refers to", len(removed))
+        if done:
+            log.info("%s: %s", name, report(done))
 
 
 def _reap_once(app: FastAPI) -> list[str]:
+    """A round of the reaper: one UPDATE of the running jobs whose lease expired, which a
+    job leaves at the first round that returns it."""
     with session_scope(app.state.sessions) as session:
         return queue.reap(session)
+
+
+def _sweep_once(app: FastAPI) -> list[str]:
+    """A round of the blob sweep (services/blob_sweep.py)."""
+    return blob_sweep.sweep(app.state.sessions, app.state.blobs,
+                            app.state.settings.blob_sweep_grace_s)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -109,7 +104,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                   app.state.sessions)
         await run_in_threadpool(app.state.wakeups.attach, app.state.sessions,
                                 asyncio.get_running_loop(), settings.sqlite_recheck_s)
-        tasks = [asyncio.create_task(_reaper(app)), asyncio.create_task(_sweeper(app))]
+        tasks = [asyncio.create_task(_every(
+                     settings.reaper_interval_s, "reaper", functools.partial(_reap_once, app),
+                     lambda ids: f"returned {len(ids)} job(s) with expired leases: {ids}")),
+                 asyncio.create_task(_every(
+                     settings.blob_sweep_interval_s, "blob sweep",
+                     functools.partial(_sweep_once, app),
+                     lambda shas: f"removed {len(shas)} blob(s) nothing refers to"))]
         yield
         for task in tasks:
             task.cancel()
