@@ -92,6 +92,13 @@ class ConflictError(Exception):
     """The resource is in a state that forbids the request (a 409): a finished job, a lost lease."""
 
 
+def _try_again(detail: str) -> JSONResponse:
+    """A 503 that tells the client when to try again (another replica, or a later try,
+    may serve it)."""
+    return JSONResponse({"detail": detail}, status_code=503,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def install_handlers(app: FastAPI) -> None:
     """Map the service layer's exceptions, and invalid requests, to responses."""
 
@@ -116,8 +123,7 @@ def install_handlers(app: FastAPI) -> None:
     async def _blob_store_down(_: Request, exc: BlobStoreUnavailableError) -> JSONResponse:
         # The store's own words stay in the log: they may name its host and bucket.
         log.warning("blob store: %s", exc)
-        return JSONResponse({"detail": "the blob store is unavailable; try again shortly"},
-                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        return _try_again("the blob store is unavailable; try again shortly")
 
     @app.exception_handler(DBAPIError)
     async def _database_error(_: Request, exc: DBAPIError) -> JSONResponse:
@@ -125,8 +131,7 @@ def install_handlers(app: FastAPI) -> None:
             raise exc  # a bug: a 500
         log.warning("database: a connection was lost (%s); the pool starts afresh",
                     exc.orig)
-        return JSONResponse({"detail": "the database connection was lost; try again"},
-                            status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        return _try_again("the database connection was lost; try again")
 
     @app.exception_handler(TooLargeError)
     async def _too_large(_: Request, exc: TooLargeError) -> JSONResponse:

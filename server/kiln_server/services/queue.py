@@ -97,7 +97,7 @@ def register(session: Session, token: Token, body: WorkerRegister) -> Worker:
     return worker
 
 
-#: Marks the workers seen now; their ids, tokens and devices.
+#: Marks the workers seen now (a claim's, a heartbeat's); their ids, tokens and devices.
 _SEEN = (update(Worker).where(Worker.id.in_(bindparam("workers", expanding=True)))
          .values(last_seen_at=bindparam("now"))
          .returning(Worker.id, Worker.token_id, Worker.device)
@@ -283,13 +283,11 @@ def heartbeat(session: Session, job_id: str, lease: str, body: Heartbeat, lease_
     if moved:  # a renewed lease alone is no news
         tell(session, job.id)
     if job.worker_id:
-        session.execute(_WORKER_SEEN, {"worker": job.worker_id, "now": now})
+        session.execute(_SEEN, {"workers": [job.worker_id], "now": now})
     return job, _action(job), list(session.scalars(_PENDING, {"job": job.id}))
 
 
 # A heartbeat's and a controls long-poll's statements, built once.
-_WORKER_SEEN = (update(Worker.__table__).where(Worker.__table__.c.id == bindparam("worker"))
-                .values(last_seen_at=bindparam("now")))
 _PENDING = (select(Control).where(Control.job_id == bindparam("job"),
                                   Control.status == ControlStatus.pending,
                                   Control.kind.not_in(LIFECYCLE)).order_by(Control.seq))
