@@ -14,52 +14,36 @@ import time
 
 import psycopg
 import pytest
-from kiln_server import migrate
 from kiln_server.api.claim_batches import ClaimBatches
-from kiln_server.db import make_engine, make_sessionmaker, session_scope
+from kiln_server.db import session_scope
 from kiln_server.errors import NotFoundError
-from kiln_server.models import Job, Token, User, Worker
+from kiln_server.models import Job, Token, Worker
 from kiln_server.services import auth, queue
 from kiln_server.settings import Settings
 from sqlalchemy import delete, select
 
-from .conftest import ADMIN_TOKEN, Server
+from . import test_queue
+from .conftest import ADMIN_TOKEN, Server, pg_database
 
 N = 30
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'kiln.db'}"
-    return request.getfixturevalue("database_url_pg")
+# The fixtures this module shares (pytest finds them among the module's names).
+sessions = test_queue.sessions
 
 
 @pytest.fixture
 def database_url_pg():
-    from .conftest import pg_database
-
+    """A fresh PostgreSQL database of this test's own, for servers it starts itself."""
     with pg_database() as url:
         yield url
 
 
-@pytest.fixture
-def sessions(url):
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
 def _seed(sessions, n_jobs: int, n_workers: int) -> tuple[str, list[str]]:
-    """A worker token's id and ``n_workers`` workers registered with it; ``n_jobs`` queued."""
+    """A worker token's id and ``n_workers`` workers registered with it; ``n_jobs`` queued,
+    each numbered in its spec."""
     with session_scope(sessions) as s:
-        user = User(name="u")
-        s.add(user)
-        s.flush()
-        token = Token(user_id=user.id, sha256="2" * 64, worker=True)
-        s.add(token)
-        s.flush()
+        user, token = test_queue.owner_with_worker_token(s)
         s.add_all(Job(owner_id=user.id, spec={"n": i}, parameters=0, paths=[""])
                   for i in range(n_jobs))
         workers = [Worker(token_id=token.id, name=f"w{i}", device={}) for i in range(n_workers)]
@@ -89,9 +73,9 @@ def batch_sizes(monkeypatch) -> list[int]:
 
 
 def test_claims_that_arrive_together_share_transactions_each_with_its_own_job(
-        url, sessions, batch_sizes):
+        sessions, batch_sizes):
     token_id, workers = _seed(sessions, N, N)
-    batches = ClaimBatches(sessions, Settings(database_url=url, claim_batch_max=8))
+    batches = ClaimBatches(sessions, Settings(claim_batch_max=8))
     asks = [(token_id, w) for w in workers]
     asks.insert(7, (token_id, "not-a-worker"))
     asks.insert(3, ("another-token", workers[0]))
@@ -111,10 +95,9 @@ def test_claims_that_arrive_together_share_transactions_each_with_its_own_job(
     assert {held[c.job_id] for c in claimed} == set(workers)
 
 
-def test_a_batch_whose_transaction_fails_fails_its_own_claims_only(url, sessions,
-                                                                    monkeypatch):
+def test_a_batch_whose_transaction_fails_fails_its_own_claims_only(sessions, monkeypatch):
     token_id, workers = _seed(sessions, N, N)
-    batches = ClaimBatches(sessions, Settings(database_url=url, claim_batch_max=4))
+    batches = ClaimBatches(sessions, Settings(claim_batch_max=4))
     claim, calls = queue.claim, []
 
     def second_fails(session, workers_, lease_s):
@@ -132,7 +115,7 @@ def test_a_batch_whose_transaction_fails_fails_its_own_claims_only(url, sessions
     assert _claim_all(batches, [(token_id, workers[1])])[0].job_id
 
 
-def test_a_token_found_is_kept_for_its_time_and_a_token_not_found_is_not(url, sessions):
+def test_a_token_found_is_kept_for_its_time_and_a_token_not_found_is_not(sessions):
     with session_scope(sessions) as s:
         record, secret = auth.create_token(s, "alice")
         token_id = record.id

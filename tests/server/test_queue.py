@@ -9,6 +9,7 @@ advanced by one writer, and only the reaper reaps (a claim does not).
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from datetime import timedelta
@@ -59,14 +60,20 @@ def sessions(request, tmp_path):
     engine.dispose()
 
 
+def owner_with_worker_token(s) -> tuple[User, Token]:
+    """A user, and a worker token of theirs, written (their ids set)."""
+    user = User(name="u")
+    s.add(user)
+    s.flush()
+    token = Token(user_id=user.id, sha256=secrets.token_hex(32), worker=True)
+    s.add(token)
+    s.flush()
+    return user, token
+
+
 def _seed(factory, n_jobs: int, n_workers: int) -> list[str]:
     with session_scope(factory) as s:
-        user = User(name="u")
-        s.add(user)
-        s.flush()
-        token = Token(user_id=user.id, sha256="0" * 64, worker=True)
-        s.add(token)
-        s.flush()
+        user, token = owner_with_worker_token(s)
         s.add_all(Job(owner_id=user.id, spec={}, parameters=0, paths=[""]) for _ in range(n_jobs))
         s.add_all(Worker(token_id=token.id, name=f"w{i}", device={}) for i in range(n_workers))
     with session_scope(factory) as s:
@@ -458,22 +465,18 @@ def _reaped_without_claims(srv: Server, lease_s: float, every: float) -> None:
     assert waited >= lease_s - 0.05  # not before the lease lapsed
 
 
-def _queue_in_order(factory, devices: list[str]) -> tuple[list[str], str, str]:
+def _queue_in_order(factory, devices: list[str]) -> tuple[list[str], str]:
     """Jobs asking for ``devices``, queued in that order a millisecond apart; their ids,
-    the owner's id and a worker token's id."""
+    and a worker token's id."""
     with session_scope(factory) as s:
-        user = User(name="u")
-        s.add(user)
-        s.flush()
-        token = Token(user_id=user.id, sha256="1" * 64, worker=True)
-        s.add(token)
+        user, token = owner_with_worker_token(s)
         start = utcnow()
         queued = [Job(owner_id=user.id, spec={}, parameters=0, paths=[""], device=d,
                       queued_at=start + timedelta(milliseconds=i))
                   for i, d in enumerate(devices)]
         s.add_all(queued)
         s.flush()
-        return [j.id for j in queued], user.id, token.id
+        return [j.id for j in queued], token.id
 
 
 def _workers(factory, token_id: str, kinds: list[str]) -> list[str]:
@@ -508,7 +511,7 @@ def test_a_batch_of_claims_takes_what_the_same_claims_one_by_one_would(sessions,
                                                                          kinds, expected):
     """Each worker of the batch gets the job it would have got claiming alone, after
     those before it."""
-    ids, _, token_id = _queue_in_order(sessions, queued)
+    ids, token_id = _queue_in_order(sessions, queued)
     workers = _workers(sessions, token_id, kinds)
     assert _claim_batch(sessions, workers) == [ids[i] for i in expected]
     with session_scope(sessions) as s:
@@ -520,14 +523,14 @@ def test_a_batch_of_claims_takes_what_the_same_claims_one_by_one_would(sessions,
 
 
 def test_a_batch_larger_than_the_queue_leaves_the_last_workers_without_a_job(sessions):
-    ids, _, token_id = _queue_in_order(sessions, ["any", "any"])
+    ids, token_id = _queue_in_order(sessions, ["any", "any"])
     workers = _workers(sessions, token_id, ["cpu"] * 4)
     assert _claim_batch(sessions, workers) == [ids[0], ids[1], None, None]
     assert _claim_batch(sessions, workers[:1]) == [None]
 
 
 def test_workers_seen_names_only_the_workers_of_the_token_and_marks_them_seen(sessions):
-    _, _, token_id = _queue_in_order(sessions, [])
+    _, token_id = _queue_in_order(sessions, [])
     mine = _workers(sessions, token_id, ["cpu", "cuda"])
     with session_scope(sessions) as s:
         before = {w: s.get(Worker, w).last_seen_at for w in mine}
