@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import bindparam, func, literal_column, select, update
+from sqlalchemy import Interval, bindparam, func, literal, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -60,7 +60,7 @@ _LATEST = select(func.max(_jobs.updated_at)).where(_jobs.owner_id.in_(_OWNERS))
 #: reads what committed before it began).
 _STAMP_IN_SQL = (update(Job.__table__).where(_jobs.id.in_(_JOBS))
                  .values(updated_at=func.greatest(  # GREATEST passes over a NULL
-                     _LATEST.scalar_subquery() + literal_column("interval '1 microsecond'"),
+                     _LATEST.scalar_subquery() + literal(_TICK, Interval()),
                      bindparam("now")))
                  .returning(_jobs.updated_at))
 _STAMP = update(Job.__table__).where(_jobs.id.in_(_JOBS)).values(updated_at=bindparam("at"))
